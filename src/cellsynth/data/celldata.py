@@ -1,0 +1,279 @@
+"""`CellData`: the training matrix in one representation, its genes, encoded conditions and a
+record of every preprocessing step, so that a model can map its output back to the input's form."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ..errors import InputError
+
+Representation = Literal["auto", "counts", "log1p", "as_is"]
+TARGET_SUM = 1e4
+# library sizes kept per label in the model config: enough to sample from, small enough for JSON
+_MAX_LIBSIZES = 2000
+
+
+@dataclass
+class Preprocessing:
+    """What was done to the input, and what is needed to undo it when sampling.
+
+    Attributes
+    ----------
+    representation
+        The input's representation: ``counts``, ``log1p`` or ``as_is`` (never ``auto`` once resolved).
+    output_genes
+        Every gene of the input, in order: the synthetic data has exactly these columns.
+    train_genes
+        Indices into ``output_genes`` of the genes the model is trained on; the others come back as zeros.
+    target_sum
+        The ``normalize_total`` target for counts (``None`` for other representations).
+    library_sizes
+        Per label (the label key's category), a sorted sample of the cells' total counts over the
+        training genes (counts only), from which synthetic library sizes are drawn.
+    nonnegative
+        Whether the training matrix is non-negative (the generator's output activation follows).
+    """
+
+    representation: str
+    output_genes: list[str]
+    train_genes: list[int]
+    target_sum: float | None = None
+    library_sizes: dict[str, list[float]] = field(default_factory=dict)
+    nonnegative: bool = True
+    gene_selection: str = "expressed"
+    layer: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
+        return cls(**d)
+
+
+@dataclass
+class Condition:
+    """One categorical condition: its obs key, its vocabulary and the cells' integer codes."""
+
+    key: str
+    categories: list[str]
+    codes: np.ndarray  # int64, one per cell
+
+    @property
+    def n(self) -> int:
+        return len(self.categories)
+
+
+class CellData:
+    """Training data for a generator.
+
+    Build it with :meth:`from_anndata`. ``X`` holds the cells × training genes matrix in the training
+    representation (log1p of normalised counts for count input); a sparse input stays sparse and only
+    minibatches are densified (:meth:`dense_rows`).
+    """
+
+    def __init__(self, X, conditions: list[Condition], preprocessing: Preprocessing, obs_names=None):
+        self.X = X
+        self.conditions = conditions
+        self.preprocessing = preprocessing
+        self.obs_names = obs_names
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_anndata(
+        cls,
+        adata,
+        *,
+        label_key: str,
+        condition_keys: list[str] | tuple[str, ...] = (),
+        layer: str | None = None,
+        representation: Representation = "auto",
+        n_genes: int | None = None,
+    ) -> CellData:
+        """Validate ``adata`` and turn it into training data.
+
+        Parameters
+        ----------
+        adata
+            Cells × genes AnnData.
+        label_key
+            ``obs`` column with the cell type (required).
+        condition_keys
+            Further categorical ``obs`` columns to condition on (e.g. donor, day).
+        layer
+            Use ``adata.layers[layer]`` instead of ``adata.X``.
+        representation
+            ``counts`` (normalize_total 1e4 + log1p for training), ``log1p`` (used as is, non-negative),
+            ``as_is`` (used as is), or ``auto`` (integer non-negative values → counts; non-negative
+            non-integers → log1p; otherwise as_is).
+        n_genes
+            Restrict training and output to the top-N highly variable genes (default: every gene
+            expressed in at least one cell).
+        """
+        keys = [label_key, *[k for k in condition_keys if k != label_key]]
+        for key in keys:
+            if key not in adata.obs.columns:
+                available = ", ".join(map(str, adata.obs.columns[:12])) or "none"
+                raise InputError(
+                    f"obs column {key!r} not found in the data (available: {available}); "
+                    f"pass the column that holds it with --label-key/--condition-key"
+                )
+        if adata.n_obs < 2 or adata.n_vars < 2:
+            raise InputError(f"the data has {adata.n_obs} cells × {adata.n_vars} genes; need at least 2 × 2")
+        if layer is not None and layer not in adata.layers:
+            raise InputError(f"layer {layer!r} not found (available: {list(adata.layers)}); fix --layer")
+        X = adata.layers[layer] if layer is not None else adata.X
+        X = _as_float32(X)
+        values = X.data if sp.issparse(X) else X
+        if not np.all(np.isfinite(values)):
+            raise InputError(
+                "the expression matrix contains NaN or Inf values; remove or impute them before fitting"
+            )
+        has_negative = bool(values.size and values.min() < 0)
+        integer = bool(values.size == 0 or np.array_equal(values, np.round(values)))
+        if representation == "auto":
+            representation = "counts" if (integer and not has_negative) else ("as_is" if has_negative else "log1p")
+        if representation not in ("counts", "log1p", "as_is"):
+            raise InputError(f"unknown representation {representation!r}; use auto, counts, log1p or as_is")
+        if representation == "counts":
+            if has_negative:
+                raise InputError(
+                    "negative values in a count matrix; pass --representation as_is (or log1p) if the data "
+                    "is not counts"
+                )
+            if not integer:
+                raise InputError(
+                    "--representation counts but the matrix holds non-integer values; use "
+                    "--representation log1p for normalised data"
+                )
+        if representation == "log1p" and has_negative:
+            raise InputError("negative values in log1p data; use --representation as_is for scaled data")
+
+        conditions = []
+        for key in keys:
+            col = adata.obs[key]
+            if col.isna().any():
+                raise InputError(
+                    f"obs[{key!r}] has {int(col.isna().sum())} missing values; fill or drop those cells"
+                )
+            cat = pd.Categorical(col.astype(str))
+            cats = list(map(str, cat.categories))
+            conditions.append(Condition(key, cats, np.asarray(cat.codes, dtype=np.int64)))
+
+        # gene selection
+        expressed = np.asarray((X != 0).sum(axis=0)).ravel() > 0
+        if not expressed.any():
+            raise InputError("no gene is expressed in any cell; the matrix is all zeros")
+        if n_genes is not None and n_genes < expressed.sum():
+            train_genes = _highly_variable(X, representation, expressed, n_genes)
+            gene_selection = f"top{n_genes}_hvg"
+        else:
+            train_genes = np.flatnonzero(expressed)
+            gene_selection = "expressed"
+
+        X_train = X
+        library_sizes: dict[str, list[float]] = {}
+        target_sum = None
+        if representation == "counts":
+            totals = np.asarray(X.sum(axis=1)).ravel()
+            if np.any(totals == 0):
+                raise InputError(
+                    f"{int((totals == 0).sum())} cells have no counts at all; filter them out "
+                    "(e.g. scanpy.pp.filter_cells(adata, min_counts=1)) before fitting"
+                )
+            target_sum = TARGET_SUM
+            X_train = _normalize_log1p(X, totals, TARGET_SUM)
+            sel_totals = np.asarray(X[:, train_genes].sum(axis=1)).ravel()
+            label = conditions[0]
+            for code, name in enumerate(label.categories):
+                v = np.sort(sel_totals[label.codes == code])
+                if len(v) > _MAX_LIBSIZES:
+                    v = np.quantile(v, np.linspace(0, 1, _MAX_LIBSIZES))
+                library_sizes[name] = [float(x) for x in v]
+        X_train = X_train[:, train_genes]
+        if sp.issparse(X_train):
+            X_train = sp.csr_matrix(X_train, dtype=np.float32)
+            X_train.sort_indices()
+        else:
+            X_train = np.ascontiguousarray(X_train, dtype=np.float32)
+
+        pre = Preprocessing(
+            representation=representation,
+            output_genes=[str(g) for g in adata.var_names],
+            train_genes=[int(i) for i in train_genes],
+            target_sum=target_sum,
+            library_sizes=library_sizes,
+            nonnegative=not has_negative,
+            gene_selection=gene_selection,
+            layer=layer,
+        )
+        return cls(X_train, conditions, pre, obs_names=np.asarray(adata.obs_names))
+
+    # ------------------------------------------------------------------ access
+    @property
+    def n_cells(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def n_genes(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def label(self) -> Condition:
+        return self.conditions[0]
+
+    @property
+    def codes(self) -> np.ndarray:
+        """cells × conditions matrix of integer codes (label first)."""
+        return np.stack([c.codes for c in self.conditions], axis=1)
+
+    def dense_rows(self, idx: np.ndarray) -> np.ndarray:
+        """Rows ``idx`` as a dense float32 array (only minibatches are ever densified)."""
+        rows = self.X[idx]
+        return rows.toarray() if sp.issparse(rows) else np.asarray(rows)
+
+    def subset(self, idx: np.ndarray) -> CellData:
+        conds = [Condition(c.key, c.categories, c.codes[idx]) for c in self.conditions]
+        names = None if self.obs_names is None else self.obs_names[idx]
+        return CellData(self.X[idx], conds, self.preprocessing, obs_names=names)
+
+
+def _as_float32(X):
+    if sp.issparse(X):
+        X = sp.csr_matrix(X)
+        return X.astype(np.float32) if X.dtype != np.float32 else X
+    if hasattr(X, "toarray"):  # backed / other array-likes
+        X = X.toarray()
+    return np.asarray(X, dtype=np.float32)
+
+
+def _normalize_log1p(X, totals: np.ndarray, target_sum: float):
+    scale = (target_sum / totals).astype(np.float32)
+    if sp.issparse(X):
+        out = sp.csr_matrix(X, dtype=np.float32, copy=True)
+        out.data *= np.repeat(scale, np.diff(out.indptr))
+        np.log1p(out.data, out=out.data)
+        return out
+    return np.log1p(X * scale[:, None])
+
+
+def _highly_variable(X, representation: str, expressed: np.ndarray, n_genes: int) -> np.ndarray:
+    """Top-``n_genes`` highly variable genes (scanpy's Seurat flavour on log-normalised data)."""
+    import anndata as ad
+    import scanpy as sc
+
+    if representation == "counts":
+        totals = np.asarray(X.sum(axis=1)).ravel()
+        Xl = _normalize_log1p(X, totals, TARGET_SUM)
+    else:
+        Xl = X
+    tmp = ad.AnnData(Xl[:, np.flatnonzero(expressed)])
+    flavor = "seurat" if representation != "as_is" else "cell_ranger"
+    sc.pp.highly_variable_genes(tmp, n_top_genes=int(n_genes), flavor=flavor, subset=False)
+    ranked = np.flatnonzero(expressed)[np.asarray(tmp.var["highly_variable"].values)]
+    return np.sort(ranked)

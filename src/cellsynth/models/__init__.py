@@ -1,0 +1,8 @@
+"""Generators: a small registry (`get`, `available`) and safe `load`."""
+
+from __future__ import annotations
+
+from . import cgan  # noqa: F401  (registers the model)
+from .base import SyntheticCellModel, available, get, load, register
+
+__all__ = ["SyntheticCellModel", "available", "get", "load", "register"]

@@ -1,0 +1,486 @@
+"""The generator interface every cellsynth model implements, its small registry, and safe save/load.
+
+A model directory holds ``weights.safetensors`` (tensors only, no code) and ``config.json`` (model name,
+cellsynth version, constructor arguments, gene names, condition vocabularies, preprocessing record,
+training history, and the weights' SHA-256). Loading never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from ..errors import InputError, ModelFileError, RequestError
+
+FORMAT = "cellsynth-model"
+FORMAT_VERSION = 1
+WEIGHTS = "weights.safetensors"
+CONFIG = "config.json"
+
+_REGISTRY: dict[str, type[SyntheticCellModel]] = {}
+
+
+def register(cls: type[SyntheticCellModel]) -> type[SyntheticCellModel]:
+    """Class decorator: make a model available by its ``name``."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def available() -> dict[str, str]:
+    """Registered model names and their one-line descriptions."""
+    return {name: (cls.__doc__ or "").strip().splitlines()[0] for name, cls in sorted(_REGISTRY.items())}
+
+
+def get(name: str, **params) -> SyntheticCellModel:
+    """A new, unfitted model by name, e.g. ``get("cgan", epochs=100)``."""
+    if name not in _REGISTRY:
+        raise InputError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name](**params)
+
+
+class SyntheticCellModel:
+    """Base class: fit on an AnnData, sample labelled synthetic cells, save and load safely.
+
+    Subclasses set ``name``, ``default_params`` and implement ``_build(sizes, n_genes)`` (the networks
+    as a dict of modules, ``"generator"`` first) and ``_fit(data, device, seed, progress)``.
+    """
+
+    name: ClassVar[str] = "base"
+    default_params: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **params):
+        unknown = set(params) - set(self.default_params)
+        if unknown:
+            raise InputError(
+                f"unknown parameter(s) for model {self.name!r}: {sorted(unknown)}; "
+                f"known: {sorted(self.default_params)}"
+            )
+        self.params: dict[str, Any] = {**self.default_params, **params}
+        self.modules: dict[str, nn.Module] = {}
+        self.info: dict[str, Any] | None = None
+        self.history: list[dict] = []
+        self.fit_record: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ to implement
+    def _build(self, sizes: list[int], n_genes: int) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
+    def _fit(self, data, *, device: str, seed: int, progress: bool) -> None:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def _generate(self, weights: list[torch.Tensor], z: torch.Tensor) -> torch.Tensor:
+        """Training-representation values for conditions ``weights`` from noise ``z``."""
+        x, _ = self.modules["generator"](z, weights)
+        return x
+
+    def _noise(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        return torch.randn(n, self.modules["generator"].z_dim, generator=gen)
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def is_fitted(self) -> bool:
+        return self.info is not None
+
+    def fit(
+        self,
+        adata,
+        *,
+        label_key: str,
+        condition_keys: list[str] | tuple[str, ...] = (),
+        layer: str | None = None,
+        representation: str = "auto",
+        n_genes: int | None = None,
+        device: str = "auto",
+        seed: int = 0,
+        progress: bool = True,
+    ) -> SyntheticCellModel:
+        """Fit on ``adata`` (cells × genes) conditioned on ``obs[label_key]`` and ``condition_keys``.
+
+        Returns ``self``. Epochs, time budget and the other hyperparameters are constructor arguments
+        (``models.get("cgan", epochs=200, max_minutes=5)``).
+        """
+        from ..data.celldata import CellData
+
+        data = CellData.from_anndata(
+            adata,
+            label_key=label_key,
+            condition_keys=condition_keys,
+            layer=layer,
+            representation=representation,
+            n_genes=n_genes,
+        )
+        self.info = {
+            "label_key": label_key,
+            "condition_keys": [c.key for c in data.conditions[1:]],
+            "categories": {c.key: c.categories for c in data.conditions},
+            "joint": _joint_table(data.codes),
+            "preprocessing": data.preprocessing.to_dict(),
+            "n_train_cells": data.n_cells,
+        }
+        sizes = [c.n for c in data.conditions]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.modules = self._build(sizes, data.n_genes)
+            self._fit(data, device=device, seed=seed, progress=progress)
+        for m in self.modules.values():
+            m.to("cpu").eval()
+        self.fit_record = {**self.fit_record, "seed": seed, "device": device}
+        return self
+
+    def sample(
+        self,
+        n: int | None = None,
+        *,
+        per_type: Mapping[str, int] | None = None,
+        proportions: str = "real",
+        mix: Mapping[str, float] | None = None,
+        seed: int = 0,
+        device: str = "cpu",
+        batch_size: int = 4096,
+    ):
+        """Generate labelled synthetic cells as an AnnData.
+
+        Parameters
+        ----------
+        n
+            Total number of cells, split over types by ``proportions`` (``"real"``: the training
+            proportions; ``"uniform"``: equal).
+        per_type
+            Cells per type, e.g. ``{"B_cell": 500}``; added to ``n`` cells when both are given.
+        mix
+            Weights of two or more types to interpolate between, e.g. ``{"alpha": 0.5, "beta": 0.5}``;
+            all ``n`` cells are then mixtures.
+        seed
+            Same seed, same cells (also after save/load).
+
+        Returns
+        -------
+        AnnData with ``obs[label_key]`` and every covariate, ``var_names`` = the model's genes, ``X`` in
+        the input's representation (integer counts for count input), ``layers["log1p"]`` and
+        ``uns["cellsynth"]``.
+        """
+        import anndata as ad
+
+        self._check_fitted()
+        info = self.info
+        label_key = info["label_key"]
+        labels = info["categories"][label_key]
+        rng = np.random.default_rng(seed)
+        gen = torch.Generator().manual_seed(seed)
+        codes, label_w, names = self._plan(n, per_type, proportions, mix, rng)
+        total = len(codes)
+        if total == 0:
+            raise RequestError("nothing to sample: give --n > 0 or --per-type with positive counts")
+        sizes = [len(info["categories"][k]) for k in [label_key, *info["condition_keys"]]]
+
+        from ..nn.blocks import one_hot_conditions
+        from ..train.device import resolve_device
+
+        dev = torch.device(resolve_device(device))
+        chunks = []
+        codes_t = torch.from_numpy(codes)
+        for s in range(0, total, batch_size):
+            sl = slice(s, min(s + batch_size, total))
+            z = self._noise(sl.stop - sl.start, gen).to(dev)
+            w = one_hot_conditions(codes_t[sl], sizes)
+            if label_w is not None:
+                w[0] = torch.from_numpy(label_w[sl])
+            for m in self.modules.values():
+                m.to(dev)
+            chunks.append(self._generate([t.to(dev) for t in w], z).float().cpu().numpy())
+        for m in self.modules.values():
+            m.to("cpu")
+        values = np.concatenate(chunks)
+
+        obs = pd.DataFrame(index=[f"synth_{i}" for i in range(total)])
+        obs[label_key] = pd.Categorical(names, categories=list(dict.fromkeys([*labels, *names])))
+        for k, key in enumerate(info["condition_keys"], start=1):
+            obs[key] = pd.Categorical.from_codes(codes[:, k], categories=info["categories"][key])
+        X, log1p = self._to_output(values, codes[:, 0], label_w, rng)
+        pre = info["preprocessing"]
+        out = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=pd.Index(pre["output_genes"])))
+        if log1p is not None:
+            out.layers["log1p"] = log1p
+        out.uns["cellsynth"] = {
+            "model": self.name,
+            "version": _version(),
+            "seed": int(seed),
+            "representation": pre["representation"],
+            "label_key": label_key,
+            "condition_keys": list(info["condition_keys"]),
+        }
+        if mix:
+            out.uns["cellsynth"]["mix"] = {str(k): float(v) for k, v in mix.items()}
+        return out
+
+    # ------------------------------------------------------------------ sampling helpers
+    def _plan(self, n, per_type, proportions, mix, rng):
+        """Decide each synthetic cell's condition codes (and soft label weights when mixing)."""
+        info = self.info
+        labels = info["categories"][info["label_key"]]
+        joint = np.asarray(info["joint"]["codes"], dtype=np.int64).reshape(-1, 1 + len(info["condition_keys"]))
+        joint_counts = np.asarray(info["joint"]["counts"], dtype=np.float64)
+        label_counts = np.bincount(joint[:, 0], weights=joint_counts, minlength=len(labels))
+
+        def draw(label_code: int, k: int) -> np.ndarray:
+            rows = np.flatnonzero(joint[:, 0] == label_code)
+            p = joint_counts[rows] / joint_counts[rows].sum()
+            return joint[rng.choice(rows, size=k, p=p)]
+
+        if n is not None and (not isinstance(n, int | np.integer) or n < 0):
+            raise RequestError(f"--n must be a non-negative integer, got {n!r}")
+        if mix:
+            unknown = [k for k in mix if k not in labels]
+            if unknown:
+                raise RequestError(f"unknown label(s) in --mix: {unknown}; known labels: {labels}")
+            w = np.array([float(v) for v in mix.values()])
+            if len(mix) < 2 or np.any(w < 0) or w.sum() <= 0:
+                raise RequestError("--mix needs two or more labels with non-negative weights, e.g. a=0.5,b=0.5")
+            w = w / w.sum()
+            if not n:
+                raise RequestError("--mix needs --n, the number of mixed cells to generate")
+            label_w = np.zeros((n, len(labels)), dtype=np.float32)
+            for name, wi in zip(mix, w, strict=True):
+                label_w[:, labels.index(name)] = wi
+            first = labels.index(max(mix, key=lambda k: mix[k]))
+            codes = draw(first, n)
+            tag = "mix(" + ",".join(f"{k}={wi:.2f}" for k, wi in zip(mix, w, strict=True)) + ")"
+            return codes, label_w, [tag] * n
+
+        want = np.zeros(len(labels), dtype=np.int64)
+        if n:
+            if proportions == "real":
+                p = label_counts / label_counts.sum()
+            elif proportions == "uniform":
+                p = np.full(len(labels), 1.0 / len(labels))
+            else:
+                raise RequestError(f"unknown --proportions {proportions!r}; use real or uniform")
+            want += _largest_remainder(p, n)
+        for name, k in (per_type or {}).items():
+            if name not in labels:
+                raise RequestError(f"unknown label {name!r} in --per-type; known labels: {labels}")
+            if int(k) < 0:
+                raise RequestError(f"--per-type {name}={k}: counts must be non-negative")
+            want[labels.index(name)] += int(k)
+        codes = np.concatenate([draw(c, int(k)) for c, k in enumerate(want) if k > 0] or [np.zeros((0, joint.shape[1]), np.int64)])
+        names = [labels[c] for c in codes[:, 0]]
+        return codes, None, names
+
+    def _to_output(self, values: np.ndarray, label_codes: np.ndarray, label_w, rng: np.random.Generator):
+        """Map generated training-representation values to the input's representation and genes."""
+        pre = self.info["preprocessing"]
+        n_out = len(pre["output_genes"])
+        cols = np.asarray(pre["train_genes"], dtype=np.int64)
+        values = np.maximum(values, 0) if pre["nonnegative"] else values
+
+        def widen(m: np.ndarray):
+            m = sp.csr_matrix(m.astype(np.float32))
+            m.indices = cols[m.indices]  # column j of the training matrix is output gene cols[j]
+            m._shape = (m.shape[0], n_out)
+            m.sort_indices()
+            return m
+
+        if pre["representation"] == "counts":
+            labels = self.info["categories"][self.info["label_key"]]
+            if label_w is not None:  # mixtures: library size of the dominant label
+                label_codes = label_w.argmax(1)
+            lib = np.empty(len(values))
+            for c in np.unique(label_codes):
+                pool = np.asarray(pre["library_sizes"][labels[c]])
+                idx = label_codes == c
+                lib[idx] = rng.choice(pool, size=int(idx.sum()))
+            profile = np.expm1(values.astype(np.float64))
+            sums = profile.sum(1, keepdims=True)
+            profile = np.divide(profile, sums, out=np.zeros_like(profile), where=sums > 0)
+            counts = rng.poisson(profile * lib[:, None]).astype(np.float32)
+            X = widen(counts)
+            totals = np.asarray(X.sum(1)).ravel()
+            logn = X.copy()
+            scale = np.divide(pre["target_sum"], totals, out=np.zeros_like(totals), where=totals > 0)
+            logn.data *= np.repeat(scale, np.diff(logn.indptr)).astype(np.float32)
+            np.log1p(logn.data, out=logn.data)
+            return X, logn
+        if pre["representation"] == "log1p":
+            X = widen(values)
+            return X, X.copy()
+        X = np.zeros((len(values), n_out), dtype=np.float32)
+        X[:, cols] = values
+        return X, None
+
+    # ------------------------------------------------------------------ persistence
+    def _check_fitted(self):
+        if not self.is_fitted:
+            raise RequestError(f"this {self.name} model is not fitted yet: call fit() or cellsynth.load(dir)")
+
+    def config(self) -> dict[str, Any]:
+        self._check_fitted()
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "model": self.name,
+            "cellsynth_version": _version(),
+            "params": _jsonable(self.params),
+            "data": self.info,
+            "fit": _jsonable(self.fit_record),
+            "history": _jsonable(self.history),
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``weights.safetensors`` + ``config.json`` into directory ``path`` atomically.
+
+        The files are written to a temporary sibling directory first and moved into place, so an
+        interrupted save never leaves a half-written model behind.
+        """
+        from safetensors.torch import save_file
+
+        self._check_fitted()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {
+            f"{name}.{k}": v.detach().cpu().contiguous()
+            for name, module in self.modules.items()
+            for k, v in module.state_dict().items()
+        }
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            save_file(tensors, str(tmp / WEIGHTS), metadata={"format": FORMAT, "model": self.name})
+            cfg = self.config()
+            cfg["weights_sha256"] = _sha256(tmp / WEIGHTS)
+            (tmp / CONFIG).write_text(json.dumps(cfg, indent=1, allow_nan=True))
+            _replace_dir(tmp, path)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> SyntheticCellModel:
+        """Load a model directory written by :meth:`save` (any registered model)."""
+        return load(path)
+
+
+def load(path: str | os.PathLike) -> SyntheticCellModel:
+    """Load a model directory: ``config.json`` + ``weights.safetensors``; never unpickles anything.
+
+    A missing, truncated or mismatched file raises :class:`~cellsynth.errors.ModelFileError`.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelFileError(f"model directory not found: {path}; give the --out directory of `cellsynth fit`")
+    cfg_path, w_path = path / CONFIG, path / WEIGHTS
+    for p in (cfg_path, w_path):
+        if not p.is_file():
+            raise ModelFileError(f"{p} is missing; {path} is not a complete cellsynth model directory")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelFileError(f"{cfg_path} is not valid JSON ({e.msg if hasattr(e, 'msg') else e}); re-save the model") from None
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+        raise ModelFileError(f"{cfg_path} is not a cellsynth model config")
+    if cfg.get("format_version", 0) > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path} was written by a newer cellsynth (format {cfg['format_version']}); upgrade cellsynth"
+        )
+    name = cfg.get("model")
+    if name not in _REGISTRY:
+        raise ModelFileError(f"{cfg_path} names unknown model {name!r}; known: {sorted(_REGISTRY)}")
+    expected = cfg.get("weights_sha256")
+    if expected and _sha256(w_path) != expected:
+        raise ModelFileError(
+            f"{w_path} does not match its config (checksum differs): truncated or replaced; re-save the model"
+        )
+    try:
+        tensors = load_file(str(w_path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelFileError(f"{w_path} is truncated or corrupted ({e}); re-save the model") from None
+    model = _REGISTRY[name](**cfg["params"])
+    model.info = cfg["data"]
+    model.history = cfg.get("history", [])
+    model.fit_record = cfg.get("fit", {})
+    info = model.info
+    sizes = [len(info["categories"][k]) for k in [info["label_key"], *info["condition_keys"]]]
+    with torch.random.fork_rng(devices=[]):
+        model.modules = model._build(sizes, len(info["preprocessing"]["train_genes"]))
+    for mname, module in model.modules.items():
+        prefix = f"{mname}."
+        state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        try:
+            module.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0]
+            raise ModelFileError(f"{w_path} does not match {cfg_path} ({first}); re-save the model") from None
+        module.eval()
+    return model
+
+
+# ---------------------------------------------------------------------- helpers
+def _joint_table(codes: np.ndarray) -> dict[str, list]:
+    uniq, counts = np.unique(codes, axis=0, return_counts=True)
+    return {"codes": uniq.ravel().tolist(), "counts": counts.tolist()}
+
+
+def _largest_remainder(p: np.ndarray, n: int) -> np.ndarray:
+    raw = p * n
+    out = np.floor(raw).astype(np.int64)
+    short = n - out.sum()
+    if short > 0:
+        out[np.argsort(-(raw - out), kind="stable")[:short]] += 1
+    return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    if dst.exists() and not dst.is_dir():
+        raise InputError(f"--out {dst} exists and is not a directory; choose another path")
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(dst, old)
+        os.replace(src, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, dst)
+
+
+def _jsonable(obj):
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating | float):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    return obj
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__

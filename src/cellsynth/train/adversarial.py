@@ -1,0 +1,355 @@
+"""The one adversarial training loop, on Lightning Fabric.
+
+Every GAN in cellsynth trains here; they differ in their networks and their `AdversarialLoss`.
+Per step: a critic update on a fresh real minibatch (with the auxiliary classifier learning the real
+labels); every ``loss.d_steps`` critic updates, ``g_steps`` generator updates whose loss is the
+adversarial term + the classifier's cross-entropy against the requested (possibly mixed) condition +
+a differentiable zero-fraction match. Minibatches come from tensors (rows of a CSR matrix densified
+per batch), validation is a multi-bandwidth MMD in a PCA space of the training cells, the best
+(EMA) generator is kept, and a time budget or Ctrl-C stops training cleanly.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..data.celldata import CellData
+from ..metrics.distribution import mmd_rbf
+from ..nn.blocks import one_hot_conditions
+from .device import make_fabric
+from .losses import AdversarialLoss
+
+
+@dataclass
+class TrainSettings:
+    """Optimisation settings shared by every adversarial model."""
+
+    epochs: int = 300
+    max_minutes: float | None = None
+    batch_size: int = 128
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    optimizer: str = "adam"  # adam | rmsprop
+    g_steps: int = 1
+    grad_clip: float | None = None
+    class_weight: float = 1.0
+    sparsity_weight: float = 5.0
+    sparsity_temperature: float = 0.1
+    mix_prob: float = 0.1
+    ema_decay: float | None = 0.999
+    val_fraction: float = 0.1
+    val_every_steps: int = 100
+    patience: int = 15
+    mixed_precision: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    generator_state: dict
+    history: list[dict]
+    stopped_because: str
+    best_val_mmd: float | None
+
+
+def split_validation(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified train/validation split; types too small to spare a cell stay whole in train."""
+    train, val = [], []
+    for code in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == code))
+        k = int(math.floor(fraction * len(idx)))
+        val.append(idx[:k])
+        train.append(idx[k:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+def zero_fraction_by_label(data: CellData, rows: np.ndarray) -> np.ndarray:
+    """labels × genes fraction of exact zeros among ``rows`` (computed sparsely)."""
+    X = data.X[rows]
+    nz = (X != 0).astype(np.float32) if sp.issparse(X) else sp.csr_matrix((np.asarray(X) != 0).astype(np.float32))
+    codes = data.label.codes[rows]
+    onehot = sp.csr_matrix(
+        (np.ones(len(rows), dtype=np.float32), (codes, np.arange(len(rows)))), shape=(data.label.n, len(rows))
+    )
+    counts = np.asarray(onehot.sum(axis=1)).ravel()
+    frac_nonzero = np.asarray((onehot @ nz).todense()) / np.maximum(counts, 1)[:, None]
+    return (1.0 - frac_nonzero).astype(np.float32)
+
+
+def _pca_basis(data: CellData, rows: np.ndarray, n_comps: int, rng: np.random.Generator):
+    take = rows if len(rows) <= 5000 else rng.choice(rows, 5000, replace=False)
+    X = torch.from_numpy(data.dense_rows(np.sort(take)))
+    mean = X.mean(0)
+    q = max(1, min(n_comps, X.shape[0] - 1, X.shape[1]))
+    # full SVD of a ≤5000-row matrix: deterministic, no global RNG (pca_lowrank would use it)
+    _, _, vh = torch.linalg.svd(X - mean, full_matrices=False)
+    return mean, vh[:q].T.contiguous()
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return -(target * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+
+
+def sparsity_loss(pre: torch.Tensor, label_w: torch.Tensor, target_zero: torch.Tensor, temperature: float):
+    """Differentiable per-(label, gene) zero-fraction match.
+
+    The generator's output is ``relu(pre)``, so a gene is exactly zero when ``pre <= 0``; the soft
+    indicator ``sigmoid(-pre / T)`` carries a gradient for both directions (also where relu has none).
+    The batch's per-label soft zero fraction is matched to the real one, weighted by label frequency.
+    """
+    soft_zero = torch.sigmoid(-pre / temperature)
+    mass = label_w.sum(0)  # per label, in this batch
+    present = mass > 0
+    gen = (label_w.T @ soft_zero)[present] / mass[present, None]
+    real = target_zero[present]
+    return ((gen - real) ** 2).mean(-1).mul(mass[present] / mass.sum()).sum()
+
+
+def train_adversarial(
+    generator: nn.Module,
+    discriminator: nn.Module,
+    classifier: nn.Module | None,
+    data: CellData,
+    loss: AdversarialLoss,
+    settings: TrainSettings,
+    *,
+    device: str = "auto",
+    seed: int = 0,
+    progress: bool = True,
+    noise_fn: Callable[[int, torch.Generator, torch.device], torch.Tensor] | None = None,
+) -> TrainResult:
+    """Train ``generator`` against ``discriminator`` (and ``classifier``) on ``data``.
+
+    ``generator(z, weights) -> (x, pre)``, ``discriminator(x, weights) -> logits``,
+    ``classifier(x) -> list of logits per condition key``. Returns the best generator state (EMA
+    weights when enabled) and the per-epoch history. Nothing global is seeded: the numpy and torch
+    generators here come from ``seed``.
+    """
+    rng = np.random.default_rng(seed)
+    fabric = make_fabric(device, mixed_precision=settings.mixed_precision)
+    dev = fabric.device
+    gen = torch.Generator(device=dev)
+    gen.manual_seed(seed)
+    sizes = [c.n for c in data.conditions]
+    z_dim = generator.z_dim
+    if noise_fn is None:
+
+        def noise_fn(n, g, d):
+            return torch.randn(n, z_dim, generator=g, device=d)
+
+    train_rows, val_rows = split_validation(data.label.codes, settings.val_fraction, rng)
+    target_zero = torch.from_numpy(zero_fraction_by_label(data, train_rows)).to(dev)
+    codes_all = torch.from_numpy(data.codes)
+    pca_mean, pca_basis = (t.to(dev) for t in _pca_basis(data, train_rows, 50, rng))
+    if len(val_rows) >= 50:
+        ref_rows = val_rows
+    else:  # too few held-out cells for a stable score: compare with a training subsample instead
+        ref_rows = rng.choice(train_rows, min(len(train_rows), 1000), replace=False)
+    ref_rows = np.sort(ref_rows)
+    ref_pcs = (torch.from_numpy(data.dense_rows(ref_rows)).to(dev) - pca_mean) @ pca_basis
+    ref_codes = codes_all[ref_rows].to(dev)
+    n_val_gen = max(len(ref_rows), 500)
+    val_gen_codes = ref_codes[torch.from_numpy(rng.integers(0, len(ref_rows), n_val_gen)).to(dev)]
+
+    def make_opt(params, lr):
+        if settings.optimizer == "rmsprop":
+            return torch.optim.RMSprop(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr, betas=settings.betas)
+
+    opt_g = make_opt(generator.parameters(), settings.lr_g)
+    d_params = list(discriminator.parameters()) + (list(classifier.parameters()) if classifier is not None else [])
+    opt_d = make_opt(d_params, settings.lr_d)
+    generator_f, opt_g = fabric.setup(generator, opt_g)
+    discriminator_f = fabric.setup_module(discriminator)
+    classifier_f = fabric.setup_module(classifier) if classifier is not None else None
+    opt_d = fabric.setup_optimizers(opt_d)
+    ema = None
+    if settings.ema_decay:
+        ema = torch.optim.swa_utils.AveragedModel(
+            generator, multi_avg_fn=_ema_with_warmup(settings.ema_decay), use_buffers=True
+        )
+
+    def sampling_net() -> nn.Module:
+        return ema.module if ema is not None else generator
+
+    @torch.no_grad()
+    def validate() -> float:
+        net = sampling_net()
+        was = net.training
+        net.eval()
+        w = one_hot_conditions(val_gen_codes, sizes)
+        x, _ = net(noise_fn(n_val_gen, gen, dev), w)
+        net.train(was)
+        return mmd_rbf((x.float() - pca_mean) @ pca_basis, ref_pcs)
+
+    def fake_conditions(w_real: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The real batch's conditions, with a fraction of labels mixed with another cell's label."""
+        if settings.mix_prob <= 0 or len(w_real[0]) < 2:
+            return w_real
+        b = len(w_real[0])
+        mixed = torch.rand(b, generator=gen, device=dev) < settings.mix_prob
+        if not bool(mixed.any()):
+            return w_real
+        partner = torch.randperm(b, generator=gen, device=dev)
+        alpha = torch.rand(b, 1, generator=gen, device=dev)
+        lab = w_real[0]
+        mix = alpha * lab + (1 - alpha) * lab[partner]
+        return [torch.where(mixed[:, None], mix, lab), *w_real[1:]]
+
+    steps_per_epoch = max(1, len(train_rows) // settings.batch_size)
+    deadline = time.monotonic() + 60 * settings.max_minutes if settings.max_minutes else math.inf
+    history: list[dict] = []
+    best = {"mmd": math.inf, "state": None, "step": 0}
+    stale = 0
+    g_step = 0
+    d_count = 0
+    stopped = "epochs"
+    t0 = time.monotonic()
+    last_val_step = 0
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        # under a time budget the epoch count is only a cap: show a rate, not a misleading ETA
+        total = None if settings.max_minutes else settings.epochs
+        bar = tqdm(total=total, desc="training", unit="epoch", leave=False, mininterval=1.0)
+    try:
+        for epoch in range(settings.epochs):
+            perm = rng.permutation(train_rows)
+            sums = {"d_loss": 0.0, "g_loss": 0.0, "class_real": 0.0, "class_fake": 0.0, "sparsity": 0.0}
+            n_d = n_g = 0
+            for b in range(steps_per_epoch):
+                rows = np.sort(perm[b * settings.batch_size : (b + 1) * settings.batch_size])
+                x_real = torch.from_numpy(data.dense_rows(rows)).to(dev, non_blocking=True)
+                codes = codes_all[rows].to(dev)
+                w_real = one_hot_conditions(codes, sizes)
+                bsz = len(rows)
+
+                # ---- critic (+ auxiliary classifier on real cells with their real labels)
+                w_fake = fake_conditions(w_real)
+                with torch.no_grad():
+                    x_fake, _ = generator_f(noise_fn(bsz, gen, dev), w_fake)
+                d_loss = loss.d_loss(discriminator_f(x_real, w_real), discriminator_f(x_fake, w_fake))
+                if loss.gradient_penalty:
+                    d_loss = d_loss + loss.gradient_penalty * _gradient_penalty(
+                        discriminator_f, x_real, x_fake, w_real, gen
+                    )
+                c_loss = torch.zeros((), device=dev)
+                if classifier_f is not None:
+                    logits = classifier_f(x_real)
+                    c_loss = sum(F.cross_entropy(lg, codes[:, k]) for k, lg in enumerate(logits)) / len(logits)
+                opt_d.zero_grad(set_to_none=True)
+                fabric.backward(d_loss + c_loss)
+                if settings.grad_clip:
+                    fabric.clip_gradients(discriminator_f, opt_d, max_norm=settings.grad_clip)
+                opt_d.step()
+                sums["d_loss"] += d_loss.item()
+                sums["class_real"] += c_loss.item()
+                n_d += 1
+                d_count += 1
+                if d_count % loss.d_steps:
+                    continue
+
+                # ---- generator
+                for _ in range(settings.g_steps):
+                    w_fake = fake_conditions(w_real)
+                    x_fake, pre = generator_f(noise_fn(bsz, gen, dev), w_fake)
+                    g_loss = loss.g_loss(discriminator_f(x_fake, w_fake))
+                    cf = torch.zeros((), device=dev)
+                    if classifier_f is not None and settings.class_weight:
+                        logits = classifier_f(x_fake)
+                        cf = sum(soft_cross_entropy(lg, w_fake[k]) for k, lg in enumerate(logits)) / len(logits)
+                    sp_loss = torch.zeros((), device=dev)
+                    if settings.sparsity_weight and pre is not None:
+                        sp_loss = sparsity_loss(pre.float(), w_fake[0], target_zero, settings.sparsity_temperature)
+                    total = g_loss + settings.class_weight * cf + settings.sparsity_weight * sp_loss
+                    opt_g.zero_grad(set_to_none=True)
+                    fabric.backward(total)
+                    if settings.grad_clip:
+                        fabric.clip_gradients(generator_f, opt_g, max_norm=settings.grad_clip)
+                    opt_g.step()
+                    if ema is not None:
+                        ema.update_parameters(generator)
+                    sums["g_loss"] += g_loss.item()
+                    sums["class_fake"] += cf.item()
+                    sums["sparsity"] += sp_loss.item()
+                    n_g += 1
+                    g_step += 1
+                if time.monotonic() > deadline:
+                    stopped = "time budget"
+                    break
+            record = {
+                "epoch": epoch + 1,
+                "g_step": g_step,
+                "seconds": round(time.monotonic() - t0, 3),
+                "d_loss": sums["d_loss"] / max(n_d, 1),
+                "class_loss_real": sums["class_real"] / max(n_d, 1),
+                "g_loss": sums["g_loss"] / max(n_g, 1),
+                "class_loss_fake": sums["class_fake"] / max(n_g, 1),
+                "sparsity_loss": sums["sparsity"] / max(n_g, 1),
+            }
+            last_epoch = epoch + 1 == settings.epochs or stopped != "epochs"
+            if g_step - last_val_step >= settings.val_every_steps or last_epoch:
+                last_val_step = g_step
+                score = validate()
+                record["val_mmd"] = score
+                if score < best["mmd"]:
+                    best = {"mmd": score, "state": copy.deepcopy(sampling_net().state_dict()), "step": g_step}
+                    stale = 0
+                else:
+                    stale += 1
+            history.append(record)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(
+                    d=f"{record['d_loss']:.3f}",
+                    g=f"{record['g_loss']:.3f}",
+                    cls=f"{record['class_loss_fake']:.2f}",
+                    zero=f"{record['sparsity_loss']:.4f}",
+                    mmd=f"{best['mmd']:.4f}",
+                )
+            if stopped != "epochs":
+                break
+            if settings.patience and stale >= settings.patience:
+                stopped = "early stopping"
+                break
+    except KeyboardInterrupt:
+        stopped = "interrupted"
+        warnings.warn("training interrupted: keeping the best generator so far", stacklevel=2)
+    finally:
+        if bar is not None:
+            bar.close()
+    if best["state"] is None:  # no validation ran (e.g. interrupted in the first epoch)
+        best["state"] = copy.deepcopy(sampling_net().state_dict())
+    state = {k: v.detach().to("cpu").clone() for k, v in best["state"].items()}
+    return TrainResult(state, history, stopped, None if math.isinf(best["mmd"]) else best["mmd"])
+
+
+def _ema_with_warmup(decay: float):
+    """EMA whose effective decay ramps up (1/(n+1) at first), so early weights do not linger."""
+
+    def update(averaged, current, num_averaged):
+        weight = max(1.0 - decay, 1.0 / (float(num_averaged) + 1.0))
+        torch._foreach_lerp_(averaged, current, weight)
+
+    return update
+
+
+def _gradient_penalty(critic, real, fake, weights, gen):
+    eps = torch.rand(len(real), 1, generator=gen, device=real.device)
+    mid = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    out = critic(mid, weights)
+    (grad,) = torch.autograd.grad(out.sum(), mid, create_graph=True)
+    return ((grad.norm(2, dim=1) - 1) ** 2).mean()
