@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 from .celldata import CellData
-from .readers import read
 
 __all__ = ["CellData", "read"]
+
+
+def __getattr__(name: str):
+    if name == "read":  # the readers pull in scanpy: import them on first use
+        from .readers import read
+
+        return read
+    raise AttributeError(f"module 'cellsynth.data' has no attribute {name!r}")

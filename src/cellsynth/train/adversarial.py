@@ -48,6 +48,7 @@ class TrainSettings:
     sparsity_weight: float = 5.0
     sparsity_temperature: float = 0.1
     mix_prob: float = 0.1
+    balance: float = 0.5
     ema_decay: float | None = 0.999
     val_fraction: float = 0.1
     val_every_steps: int = 100
@@ -96,6 +97,19 @@ def _pca_basis(data: CellData, rows: np.ndarray, n_comps: int, rng: np.random.Ge
     # full SVD of a ≤5000-row matrix: deterministic, no global RNG (pca_lowrank would use it)
     _, _, vh = torch.linalg.svd(X - mean, full_matrices=False)
     return mean, vh[:q].T.contiguous()
+
+
+def balanced_row_weights(labels: np.ndarray, balance: float) -> np.ndarray | None:
+    """Per-cell sampling probabilities giving each type a mass ∝ n_type^(1 - balance).
+
+    ``balance = 0`` is plain shuffling (None); 1 samples every type equally often. Rare types are seen
+    more often without being drawn so often that the generator learns their few cells by heart.
+    """
+    if not balance:
+        return None
+    counts = np.bincount(labels)
+    w = counts[labels].astype(np.float64) ** (-balance)
+    return w / w.sum()
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -209,6 +223,7 @@ def train_adversarial(
         return [torch.where(mixed[:, None], mix, lab), *w_real[1:]]
 
     steps_per_epoch = max(1, len(train_rows) // settings.batch_size)
+    row_p = balanced_row_weights(data.label.codes[train_rows], settings.balance)
     deadline = time.monotonic() + 60 * settings.max_minutes if settings.max_minutes else math.inf
     history: list[dict] = []
     best = {"mmd": math.inf, "state": None, "step": 0}
@@ -227,7 +242,10 @@ def train_adversarial(
         bar = tqdm(total=total, desc="training", unit="epoch", leave=False, mininterval=1.0)
     try:
         for epoch in range(settings.epochs):
-            perm = rng.permutation(train_rows)
+            if row_p is None:
+                perm = rng.permutation(train_rows)
+            else:
+                perm = rng.choice(train_rows, size=steps_per_epoch * settings.batch_size, p=row_p)
             sums = {"d_loss": 0.0, "g_loss": 0.0, "class_real": 0.0, "class_fake": 0.0, "sparsity": 0.0}
             n_d = n_g = 0
             for b in range(steps_per_epoch):

@@ -1,0 +1,52 @@
+"""Shared fixtures: small seeded count data and one small fitted cgan per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def counts_adata():
+    """600+ cells × 120 genes of NB counts, 4 types (one rare), a donor covariate and 3 never-expressed genes."""
+    from cellsynth.data.datasets import simulate
+
+    ad = simulate({"alpha": 250, "beta": 200, "gamma": 120, "rare": 25}, n_genes=120, covariates={"donor": 2}, seed=3)
+    X = ad.X.tolil()
+    for j in (5, 50, 100):
+        X[:, j] = 0
+    ad.X = X.tocsr()
+    ad.X.eliminate_zeros()
+    return ad
+
+
+@pytest.fixture(scope="session")
+def fitted_cgan(counts_adata):
+    from cellsynth import models
+
+    model = models.get("cgan", epochs=25, val_every_steps=20, g_hidden=(64, 128), d_hidden=(128, 64), c_hidden=(64, 32))
+    model.fit(counts_adata, label_key="cell_type", condition_keys=["donor"], progress=False, seed=0)
+    return model
+
+
+@pytest.fixture(scope="session")
+def fitted_cgan_dir(fitted_cgan, tmp_path_factory):
+    path = tmp_path_factory.mktemp("models") / "cgan"
+    fitted_cgan.save(path)
+    return path
+
+
+def shared_file(name: str) -> Path:
+    path = SHARED / name
+    if not path.exists():
+        pytest.skip(f"{path} is not present")
+    return path
+
+
+def assert_integer(values) -> None:
+    values = np.asarray(values)
+    assert np.array_equal(values, np.round(values))

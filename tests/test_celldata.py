@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from cellsynth import InputError
+from cellsynth.data import CellData
+from cellsynth.data.datasets import simulate
+
+
+def test_counts_are_normalised_and_log_transformed(counts_adata):
+    data = CellData.from_anndata(counts_adata, label_key="cell_type")
+    assert data.preprocessing.representation == "counts"
+    assert sp.issparse(data.X), "a sparse input must stay sparse"
+    raw = counts_adata.X.toarray()
+    expected = np.log1p(raw / raw.sum(1, keepdims=True) * 1e4)[:, data.preprocessing.train_genes]
+    np.testing.assert_allclose(data.X.toarray(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_never_expressed_genes_are_left_out_of_training_but_kept_for_output(counts_adata):
+    data = CellData.from_anndata(counts_adata, label_key="cell_type")
+    pre = data.preprocessing
+    assert pre.output_genes == list(counts_adata.var_names)
+    assert data.n_genes == counts_adata.n_vars - 3
+    assert not {5, 50, 100} & set(pre.train_genes)
+
+
+def test_conditions_are_encoded_label_first(counts_adata):
+    data = CellData.from_anndata(counts_adata, label_key="cell_type", condition_keys=["donor"])
+    assert [c.key for c in data.conditions] == ["cell_type", "donor"]
+    assert data.codes.shape == (counts_adata.n_obs, 2)
+    decoded = np.asarray(data.label.categories)[data.label.codes]
+    assert (decoded == counts_adata.obs["cell_type"].astype(str).to_numpy()).all()
+
+
+def test_library_sizes_are_recorded_per_label(counts_adata):
+    data = CellData.from_anndata(counts_adata, label_key="cell_type")
+    libs = data.preprocessing.library_sizes
+    assert set(libs) == set(counts_adata.obs["cell_type"].astype(str))
+    rare = counts_adata[counts_adata.obs["cell_type"] == "rare"]
+    np.testing.assert_allclose(sorted(libs["rare"]), np.sort(np.asarray(rare.X.sum(1)).ravel()))
+
+
+def test_log1p_and_as_is_are_detected():
+    rng = np.random.default_rng(0)
+    obs = pd.DataFrame({"cell_type": ["a", "b"] * 20}, index=[f"c{i}" for i in range(40)])
+    logged = ad.AnnData(np.log1p(rng.poisson(2.0, (40, 10)).astype(np.float32) * 1.7), obs=obs)
+    assert CellData.from_anndata(logged, label_key="cell_type").preprocessing.representation == "log1p"
+    scaled = ad.AnnData(rng.normal(size=(40, 10)).astype(np.float32), obs=obs)
+    pre = CellData.from_anndata(scaled, label_key="cell_type").preprocessing
+    assert pre.representation == "as_is" and not pre.nonnegative
+
+
+def test_n_genes_selects_highly_variable_genes(counts_adata):
+    data = CellData.from_anndata(counts_adata, label_key="cell_type", n_genes=30)
+    assert data.n_genes == 30
+    assert data.preprocessing.gene_selection == "top30_hvg"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda a: a.obs.drop(columns="cell_type", inplace=True), "cell_type"),
+        (lambda a: a.X.data.__setitem__(0, np.nan), "NaN"),
+        (lambda a: a.X.data.__setitem__(0, -3), "negative"),
+    ],
+)
+def test_bad_input_is_a_clear_error(mutate, message):
+    a = simulate((30, 30), n_genes=20, seed=1)
+    mutate(a)
+    with pytest.raises(InputError, match=message):
+        CellData.from_anndata(a, label_key="cell_type", representation="auto" if message != "negative" else "counts")
+
+
+def test_cells_without_counts_are_rejected():
+    a = simulate((30, 30), n_genes=20, seed=1)
+    X = a.X.toarray()
+    X[0] = 0
+    a.X = sp.csr_matrix(X)
+    with pytest.raises(InputError, match="no counts"):
+        CellData.from_anndata(a, label_key="cell_type")
+
+
+def test_simulate_is_seeded():
+    a, b, c = simulate(seed=1), simulate(seed=1), simulate(seed=2)
+    assert (a.X != b.X).nnz == 0
+    assert (a.X != c.X).nnz > 0
+    assert a.obs["cell_type"].value_counts()["type_3"] == 20
+
+
+def test_pbmc68k_has_integer_counts_and_ten_types():
+    from cellsynth.data.datasets import pbmc68k
+
+    a = pbmc68k()
+    assert a.shape == (700, 765)
+    assert a.obs["bulk_labels"].nunique() == 10
+    assert np.array_equal(a.X.data, np.round(a.X.data)) and a.X.data.min() > 0

@@ -1,0 +1,183 @@
+"""The cgan end to end: sampling output, requests, mixing, save/load, determinism, quality."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from cellsynth import ModelFileError, RequestError, load, models
+from tests.conftest import assert_integer
+
+
+def test_sample_returns_labelled_integer_counts_over_the_input_genes(fitted_cgan, counts_adata):
+    s = fitted_cgan.sample(n=300, seed=0)
+    assert s.n_obs == 300
+    assert list(s.var_names) == list(counts_adata.var_names)
+    assert sp.issparse(s.X)
+    assert_integer(s.X.data)
+    assert s.X.data.min() >= 0
+    # never-expressed input genes come back as zero columns
+    assert np.asarray(s.X[:, [5, 50, 100]].sum()) == 0
+    assert set(s.obs["cell_type"]) == {"alpha", "beta", "gamma", "rare"}
+    assert set(s.obs["donor"]) <= {"donor_0", "donor_1"}
+    assert "log1p" in s.layers
+    lib = np.asarray(s.X.sum(1)).ravel()
+    np.testing.assert_allclose(
+        np.asarray(np.expm1(s.layers["log1p"]).sum(1)).ravel()[lib > 0], 1e4, rtol=1e-3
+    )
+    assert s.uns["cellsynth"]["model"] == "cgan" and s.uns["cellsynth"]["seed"] == 0
+
+
+def test_real_proportions_by_default_and_uniform_on_request(fitted_cgan):
+    real = fitted_cgan.sample(n=595, seed=0).obs["cell_type"].value_counts()
+    assert real["alpha"] == 250 and real["rare"] == 25
+    uniform = fitted_cgan.sample(n=400, proportions="uniform", seed=0).obs["cell_type"].value_counts()
+    assert (uniform == 100).all()
+
+
+def test_per_type_requests_add_cells_of_that_type(fitted_cgan):
+    s = fitted_cgan.sample(per_type={"rare": 50, "beta": 7}, seed=0)
+    assert s.obs["cell_type"].value_counts().to_dict() == {"rare": 50, "beta": 7, "alpha": 0, "gamma": 0}
+
+
+def test_unknown_label_is_a_clear_error(fitted_cgan):
+    with pytest.raises(RequestError, match="unknown label 'delta'.*known labels"):
+        fitted_cgan.sample(per_type={"delta": 5})
+    with pytest.raises(RequestError, match="unknown label"):
+        fitted_cgan.sample(n=5, mix={"alpha": 0.5, "delta": 0.5})
+
+
+def test_mixing_generates_cells_between_two_types(fitted_cgan):
+    mixed = fitted_cgan.sample(n=200, mix={"alpha": 0.5, "gamma": 0.5}, seed=0)
+    assert set(mixed.obs["cell_type"]) == {"mix(alpha=0.50,gamma=0.50)"}
+    assert mixed.uns["cellsynth"]["mix"] == {"alpha": 0.5, "gamma": 0.5}
+    a = fitted_cgan.sample(per_type={"alpha": 200}, seed=0).layers["log1p"].toarray().mean(0)
+    g = fitted_cgan.sample(per_type={"gamma": 200}, seed=0).layers["log1p"].toarray().mean(0)
+    m = mixed.layers["log1p"].toarray().mean(0)
+    # the mixture sits between the two types: closer to their midpoint than to either end
+    mid = (a + g) / 2
+    assert np.linalg.norm(m - mid) < min(np.linalg.norm(m - a), np.linalg.norm(m - g))
+
+
+def test_same_seed_same_cells_other_seed_other_cells(fitted_cgan):
+    a, b, c = (fitted_cgan.sample(n=100, seed=s) for s in (7, 7, 8))
+    assert (a.X != b.X).nnz == 0
+    assert (a.X != c.X).nnz > 0
+    assert (a.obs["donor"] == b.obs["donor"]).all()
+
+
+def test_fit_is_reproducible_and_leaves_global_rng_alone(counts_adata):
+    import torch
+
+    small = dict(epochs=2, val_every_steps=5, g_hidden=(32,), d_hidden=(32, 16), c_hidden=(16, 8))
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    m1 = models.get("cgan", **small).fit(counts_adata, label_key="cell_type", seed=4, progress=False)
+    after = torch.rand(1)
+    m2 = models.get("cgan", **small).fit(counts_adata, label_key="cell_type", seed=4, progress=False)
+    assert before == after, "fit must not consume the global torch RNG"
+    assert (m1.sample(n=50, seed=1).X != m2.sample(n=50, seed=1).X).nnz == 0
+
+
+def test_save_load_round_trip_samples_identical_cells(fitted_cgan, fitted_cgan_dir):
+    loaded = load(fitted_cgan_dir)
+    a = fitted_cgan.sample(n=120, seed=3)
+    b = loaded.sample(n=120, seed=3)
+    assert (a.X != b.X).nnz == 0
+    assert (a.obs == b.obs).all().all()
+    assert loaded.history == json.loads((fitted_cgan_dir / "config.json").read_text())["history"]
+
+
+def test_model_directory_holds_no_pickle(fitted_cgan_dir):
+    names = sorted(p.name for p in fitted_cgan_dir.iterdir())
+    assert names == ["config.json", "weights.safetensors"]
+    for p in fitted_cgan_dir.iterdir():
+        head = p.read_bytes()[:2]
+        assert head != b"\x80\x04" and head[:1] != b"\x80", f"{p.name} looks like a pickle"
+    cfg = json.loads((fitted_cgan_dir / "config.json").read_text())
+    for key in ("model", "cellsynth_version", "params", "data", "history"):
+        assert key in cfg
+    assert cfg["data"]["categories"]["cell_type"] == ["alpha", "beta", "gamma", "rare"]
+
+
+def test_truncated_weights_are_a_clear_error(fitted_cgan_dir, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(fitted_cgan_dir, broken)
+    w = broken / "weights.safetensors"
+    w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    with pytest.raises(ModelFileError, match="truncated"):
+        load(broken)
+
+
+def test_weights_that_do_not_match_the_config_are_a_clear_error(fitted_cgan_dir, tmp_path):
+    import shutil
+
+    broken = tmp_path / "mismatch"
+    shutil.copytree(fitted_cgan_dir, broken)
+    cfg = json.loads((broken / "config.json").read_text())
+    cfg["params"]["z_dim"] = 7
+    cfg.pop("weights_sha256")
+    (broken / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelFileError, match="does not match"):
+        load(broken)
+
+
+def test_missing_model_files_are_clear_errors(tmp_path):
+    with pytest.raises(ModelFileError, match="not found"):
+        load(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelFileError, match="missing"):
+        load(tmp_path / "empty")
+
+
+def test_log1p_input_gives_log1p_output():
+    import anndata as ad
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    X = np.log1p(rng.poisson(1.0, (120, 15)) * 3.0).astype(np.float32)
+    a = ad.AnnData(X, obs=pd.DataFrame({"cell_type": ["x", "y", "z"] * 40}, index=[f"c{i}" for i in range(120)]))
+    m = models.get("cgan", epochs=2, val_every_steps=5, g_hidden=(32,), d_hidden=(32, 16), c_hidden=(16, 8))
+    s = m.fit(a, label_key="cell_type", progress=False).sample(n=30, seed=0)
+    assert s.uns["cellsynth"]["representation"] == "log1p"
+    x = s.X.toarray()
+    assert x.min() >= 0 and not np.array_equal(x, np.round(x))
+    np.testing.assert_array_equal(x, s.layers["log1p"].toarray())
+
+
+def test_unknown_model_and_parameter_are_clear_errors():
+    from cellsynth import InputError
+
+    with pytest.raises(InputError, match="unknown model"):
+        models.get("nope")
+    with pytest.raises(InputError, match="unknown parameter"):
+        models.get("cgan", learning_rate=1)
+
+
+@pytest.mark.slow
+def test_generated_cells_are_recognisably_of_their_requested_type():
+    """Quality smoke test: a classifier trained on real cells assigns ≥ 90% of synthetic cells to the
+    type they were generated as."""
+    import scanpy as sc
+    from sklearn.ensemble import RandomForestClassifier
+
+    from cellsynth.data.datasets import simulate
+
+    real = simulate({"a": 300, "b": 200, "c": 100, "rare": 30}, n_genes=200, seed=11)
+    model = models.get("cgan", epochs=150, val_every_steps=50)
+    model.fit(real, label_key="cell_type", progress=False, seed=0)
+    synth = model.sample(n=600, proportions="uniform", seed=0)
+    norm = real.copy()
+    sc.pp.normalize_total(norm, target_sum=1e4)
+    sc.pp.log1p(norm)
+    clf = RandomForestClassifier(n_estimators=200, random_state=0).fit(norm.X.toarray(), norm.obs["cell_type"])
+    predicted = clf.predict(synth.layers["log1p"].toarray())
+    labels = synth.obs["cell_type"].astype(str).to_numpy()
+    assert (predicted == labels).mean() >= 0.9
+    assert (predicted[labels == "rare"] == "rare").mean() >= 0.8
