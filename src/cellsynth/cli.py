@@ -165,19 +165,35 @@ def fit(
     m = models.get(model, **params)
     adata = read(data, labels=labels, label_key=label_key)
     typer.echo(f"read {adata.n_obs} cells × {adata.n_vars} genes from {data}", err=True)
+    covariates = adata.uns.get("cellsynth_read", {}).get("covariates", [])
+    if not condition_key and len(covariates):
+        condition_key = [str(c) for c in covariates]
+        typer.echo(f"conditioning on the covariates the reader found: {', '.join(condition_key)}", err=True)
+    # the best model so far is kept here during training; it goes away once the final save succeeded
+    checkpoint_dir = out.with_name(f".{out.name}.checkpoint")
     t0 = time.monotonic()
-    m.fit(
-        adata,
-        label_key=label_key,
-        condition_keys=condition_key or [],
-        layer=layer,
-        representation=representation,
-        n_genes=n_genes,
-        device=device,
-        seed=seed,
-        progress=not quiet,
-    )
-    m.save(out)
+    try:
+        m.fit(
+            adata,
+            label_key=label_key,
+            condition_keys=condition_key or [],
+            layer=layer,
+            representation=representation,
+            n_genes=n_genes,
+            device=device,
+            seed=seed,
+            progress=not quiet,
+            checkpoint_dir=checkpoint_dir,
+        )
+        m.save(out)
+    except Exception:
+        if checkpoint_dir.exists():
+            typer.echo(f"training failed; the best model so far is in {checkpoint_dir}", err=True)
+        raise
+    if checkpoint_dir.exists():
+        import shutil
+
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
     rec = m.fit_record
     epochs_run = len(m.history)
     typer.echo(

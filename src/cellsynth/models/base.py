@@ -81,6 +81,26 @@ class SyntheticCellModel:
     def _fit(self, data, *, device: str, seed: int, progress: bool) -> None:
         raise NotImplementedError
 
+    def _checkpoint_callback(self):
+        """A callback for the training loop writing the best generator so far to ``checkpoint_dir``."""
+        path = getattr(self, "_checkpoint_dir", None)
+        if path is None:
+            return None
+
+        def write(generator_state: dict, history: list[dict]) -> None:
+            import copy
+
+            snapshot = copy.copy(self)
+            snapshot.modules = dict(self.modules)
+            generator = copy.deepcopy(self.modules["generator"]).to("cpu")
+            generator.load_state_dict({k: v.detach().cpu() for k, v in generator_state.items()})
+            snapshot.modules["generator"] = generator
+            snapshot.history = list(history)
+            snapshot.fit_record = {"stopped_because": "checkpoint"}
+            snapshot.save(path)
+
+        return write
+
     @torch.no_grad()
     def _generate(self, weights: list[torch.Tensor], z: torch.Tensor) -> torch.Tensor:
         """Training-representation values for conditions ``weights`` from noise ``z``."""
@@ -107,11 +127,13 @@ class SyntheticCellModel:
         device: str = "auto",
         seed: int = 0,
         progress: bool = True,
+        checkpoint_dir: str | os.PathLike | None = None,
     ) -> SyntheticCellModel:
         """Fit on ``adata`` (cells × genes) conditioned on ``obs[label_key]`` and ``condition_keys``.
 
         Returns ``self``. Epochs, time budget and the other hyperparameters are constructor arguments
-        (``models.get("cgan", epochs=200, max_minutes=5)``).
+        (``models.get("cgan", epochs=200, max_minutes=5)``). With ``checkpoint_dir``, the best model so
+        far is saved there (a complete model directory) every few minutes during training.
         """
         from ..data.celldata import CellData
 
@@ -132,6 +154,7 @@ class SyntheticCellModel:
             "n_train_cells": data.n_cells,
         }
         sizes = [c.n for c in data.conditions]
+        self._checkpoint_dir = checkpoint_dir
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.modules = self._build(sizes, data.n_genes)

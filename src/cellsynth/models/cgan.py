@@ -101,6 +101,7 @@ class CGAN(SyntheticCellModel):
             device=device,
             seed=seed,
             progress=progress,
+            checkpoint=self._checkpoint_callback(),
         )
         self.modules["generator"].load_state_dict(result.generator_state)
         self.history = result.history

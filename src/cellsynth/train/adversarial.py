@@ -143,13 +143,16 @@ def train_adversarial(
     seed: int = 0,
     progress: bool = True,
     noise_fn: Callable[[int, torch.Generator, torch.device], torch.Tensor] | None = None,
+    checkpoint: Callable[[dict, list[dict]], None] | None = None,
+    checkpoint_minutes: float = 2.0,
 ) -> TrainResult:
     """Train ``generator`` against ``discriminator`` (and ``classifier``) on ``data``.
 
     ``generator(z, weights) -> (x, pre)``, ``discriminator(x, weights) -> logits``,
     ``classifier(x) -> list of logits per condition key``. Returns the best generator state (EMA
     weights when enabled) and the per-epoch history. Nothing global is seeded: the numpy and torch
-    generators here come from ``seed``.
+    generators here come from ``seed``. ``checkpoint(best_state, history)``, when given, is called after
+    a validation improvement at most every ``checkpoint_minutes``, so a crash loses little.
     """
     rng = np.random.default_rng(seed)
     fabric = make_fabric(device, mixed_precision=settings.mixed_precision)
@@ -178,9 +181,10 @@ def train_adversarial(
     val_gen_codes = ref_codes[torch.from_numpy(rng.integers(0, len(ref_rows), n_val_gen)).to(dev)]
 
     def make_opt(params, lr):
+        # foreach kernels: one launch per parameter group instead of one per tensor (CPU default is per tensor)
         if settings.optimizer == "rmsprop":
-            return torch.optim.RMSprop(params, lr=lr)
-        return torch.optim.Adam(params, lr=lr, betas=settings.betas)
+            return torch.optim.RMSprop(params, lr=lr, foreach=True)
+        return torch.optim.Adam(params, lr=lr, betas=settings.betas, foreach=True)
 
     opt_g = make_opt(generator.parameters(), settings.lr_g)
     d_params = list(discriminator.parameters()) + (list(classifier.parameters()) if classifier is not None else [])
@@ -233,6 +237,7 @@ def train_adversarial(
     stopped = "epochs"
     t0 = time.monotonic()
     last_val_step = 0
+    last_checkpoint = time.monotonic()
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -280,7 +285,8 @@ def train_adversarial(
                 if d_count % loss.d_steps:
                     continue
 
-                # ---- generator
+                # ---- generator (critic weights frozen: their gradients would be thrown away)
+                _set_requires_grad(d_params, False)
                 for _ in range(settings.g_steps):
                     w_fake = fake_conditions(w_real)
                     x_fake, pre = generator_f(noise_fn(bsz, gen, dev), w_fake)
@@ -305,6 +311,7 @@ def train_adversarial(
                     sums["sparsity"] += sp_loss.item()
                     n_g += 1
                     g_step += 1
+                _set_requires_grad(d_params, True)
                 if time.monotonic() > deadline:
                     stopped = "time budget"
                     break
@@ -326,6 +333,9 @@ def train_adversarial(
                 if score < best["mmd"]:
                     best = {"mmd": score, "state": copy.deepcopy(sampling_net().state_dict()), "step": g_step}
                     stale = 0
+                    if checkpoint is not None and time.monotonic() - last_checkpoint > 60 * checkpoint_minutes:
+                        checkpoint(best["state"], history + [record])
+                        last_checkpoint = time.monotonic()
                 else:
                     stale += 1
             history.append(record)
@@ -353,6 +363,11 @@ def train_adversarial(
         best["state"] = copy.deepcopy(sampling_net().state_dict())
     state = {k: v.detach().to("cpu").clone() for k, v in best["state"].items()}
     return TrainResult(state, history, stopped, None if math.isinf(best["mmd"]) else best["mmd"])
+
+
+def _set_requires_grad(params, flag: bool) -> None:
+    for p in params:
+        p.requires_grad_(flag)
 
 
 def _ema_with_warmup(decay: float):
