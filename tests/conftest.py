@@ -12,10 +12,12 @@ SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 @pytest.fixture(scope="session")
 def counts_adata():
-    """600+ cells × 120 genes of NB counts, 4 types (one rare), a donor covariate and 3 never-expressed genes."""
+    """595 cells × 120 genes of NB counts: 4 types (one rare), a donor, 3 never-expressed genes."""
     from cellsynth.data.datasets import simulate
 
-    ad = simulate({"alpha": 250, "beta": 200, "gamma": 120, "rare": 25}, n_genes=120, covariates={"donor": 2}, seed=3)
+    ad = simulate(
+        {"alpha": 250, "beta": 200, "gamma": 120, "rare": 25}, n_genes=120, covariates={"donor": 2}, seed=3
+    )
     X = ad.X.tolil()
     for j in (5, 50, 100):
         X[:, j] = 0
@@ -28,7 +30,9 @@ def counts_adata():
 def fitted_cgan(counts_adata):
     from cellsynth import models
 
-    model = models.get("cgan", epochs=25, val_every_steps=20, g_hidden=(64, 128), d_hidden=(128, 64), c_hidden=(64, 32))
+    model = models.get(
+        "cgan", epochs=25, val_every_steps=20, g_hidden=(64, 128), d_hidden=(128, 64), c_hidden=(64, 32)
+    )
     model.fit(counts_adata, label_key="cell_type", condition_keys=["donor"], progress=False, seed=0)
     return model
 

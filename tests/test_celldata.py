@@ -72,7 +72,9 @@ def test_bad_input_is_a_clear_error(mutate, message):
     a = simulate((30, 30), n_genes=20, seed=1)
     mutate(a)
     with pytest.raises(InputError, match=message):
-        CellData.from_anndata(a, label_key="cell_type", representation="auto" if message != "negative" else "counts")
+        CellData.from_anndata(
+            a, label_key="cell_type", representation="auto" if message != "negative" else "counts"
+        )
 
 
 def test_cells_without_counts_are_rejected():

@@ -142,7 +142,9 @@ def test_log1p_input_gives_log1p_output():
 
     rng = np.random.default_rng(0)
     X = np.log1p(rng.poisson(1.0, (120, 15)) * 3.0).astype(np.float32)
-    a = ad.AnnData(X, obs=pd.DataFrame({"cell_type": ["x", "y", "z"] * 40}, index=[f"c{i}" for i in range(120)]))
+    a = ad.AnnData(
+        X, obs=pd.DataFrame({"cell_type": ["x", "y", "z"] * 40}, index=[f"c{i}" for i in range(120)])
+    )
     m = models.get("cgan", epochs=2, val_every_steps=5, g_hidden=(32,), d_hidden=(32, 16), c_hidden=(16, 8))
     s = m.fit(a, label_key="cell_type", progress=False).sample(n=30, seed=0)
     assert s.uns["cellsynth"]["representation"] == "log1p"
@@ -176,7 +178,9 @@ def test_generated_cells_are_recognisably_of_their_requested_type():
     norm = real.copy()
     sc.pp.normalize_total(norm, target_sum=1e4)
     sc.pp.log1p(norm)
-    clf = RandomForestClassifier(n_estimators=200, random_state=0).fit(norm.X.toarray(), norm.obs["cell_type"])
+    clf = RandomForestClassifier(n_estimators=200, random_state=0).fit(
+        norm.X.toarray(), norm.obs["cell_type"]
+    )
     predicted = clf.predict(synth.layers["log1p"].toarray())
     labels = synth.obs["cell_type"].astype(str).to_numpy()
     assert (predicted == labels).mean() >= 0.9

@@ -32,14 +32,28 @@ def assert_user_error(result, *words):
 @pytest.fixture(scope="module")
 def h5ad_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "cells.h5ad"
-    simulate({"B_cell": 80, "T_cell": 60, "NK": 20}, n_genes=40, covariates={"donor": 2}, seed=5).write_h5ad(path)
+    simulate({"B_cell": 80, "T_cell": 60, "NK": 20}, n_genes=40, covariates={"donor": 2}, seed=5).write_h5ad(
+        path
+    )
     return path
 
 
 @pytest.fixture(scope="module")
 def model_dir(h5ad_path, tmp_path_factory):
     out = tmp_path_factory.mktemp("m") / "model"
-    r = invoke("fit", h5ad_path, "--label-key", "cell_type", "--condition-key", "donor", "--epochs", 3, "--out", out, *SMALL)
+    r = invoke(
+        "fit",
+        h5ad_path,
+        "--label-key",
+        "cell_type",
+        "--condition-key",
+        "donor",
+        "--epochs",
+        3,
+        "--out",
+        out,
+        *SMALL,
+    )
     assert r.exit_code == 0, r.output
     return out
 

@@ -28,8 +28,10 @@ def test_deviation_starts_at_one_so_noise_passes_unchanged():
     torch.testing.assert_close(F.softplus(noise.dev[0]), torch.ones(4, 8))
     w = one_hot_conditions(torch.tensor([[2, 1]]), [4, 2])
     z = torch.randn(1, 8)
-    torch.testing.assert_close(noise(z, w) - z, noise.mean[0][2:3] + noise.mean[1][1:2] + z * (F.softplus(
-        noise.dev[0][2] + noise.dev[1][1]) - 1))
+    torch.testing.assert_close(
+        noise(z, w) - z,
+        noise.mean[0][2:3] + noise.mean[1][1:2] + z * (F.softplus(noise.dev[0][2] + noise.dev[1][1]) - 1),
+    )
 
 
 def test_covariates_change_the_modulated_noise():
@@ -52,7 +54,9 @@ def test_label_mixing_interpolates_the_embeddings():
 def test_soft_cross_entropy_equals_cross_entropy_for_one_hot_targets():
     logits = torch.randn(6, 4)
     y = torch.tensor([0, 1, 2, 3, 0, 1])
-    torch.testing.assert_close(soft_cross_entropy(logits, F.one_hot(y, 4).float()), F.cross_entropy(logits, y))
+    torch.testing.assert_close(
+        soft_cross_entropy(logits, F.one_hot(y, 4).float()), F.cross_entropy(logits, y)
+    )
 
 
 def test_sparsity_loss_has_a_gradient_and_vanishes_when_zero_fractions_match():

@@ -127,23 +127,31 @@ def write_synthetic(adata, out: Path) -> list[Path]:
 @app.command()
 @user_errors
 def fit(
-    data: Annotated[Path, typer.Argument(help="Input: .h5ad, 10x folder/.h5, CSV/TSV (+ --labels) or Kaggle .h5")],
-    label_key: Annotated[str, typer.Option("--label-key", help="obs column with the cell type")] = "cell_type",
+    data: Annotated[
+        Path, typer.Argument(help="Input: .h5ad, 10x folder/.h5, CSV/TSV (+ --labels) or Kaggle .h5")
+    ],
+    label_key: Annotated[
+        str, typer.Option("--label-key", help="obs column with the cell type")
+    ] = "cell_type",
     out: Annotated[Path, typer.Option("--out", help="Model directory to write")] = ...,
     condition_key: Annotated[
-        list[str] | None, typer.Option("--condition-key", help="Further covariate to condition on (repeatable)")
+        list[str] | None,
+        typer.Option("--condition-key", help="Further covariate to condition on (repeatable)"),
     ] = None,
     model: Annotated[str, typer.Option(help="Model name (see `cellsynth models`)")] = "cgan",
     layer: Annotated[str | None, typer.Option(help="Use adata.layers[LAYER] instead of X")] = None,
     representation: Annotated[str, typer.Option(help="auto | counts | log1p | as_is")] = "auto",
-    n_genes: Annotated[int | None, typer.Option("--n-genes", help="Train on the top-N highly variable genes")] = None,
+    n_genes: Annotated[
+        int | None, typer.Option("--n-genes", help="Train on the top-N highly variable genes")
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="Maximum number of epochs")] = None,
     max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="Training time budget")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed for everything random")] = 0,
     labels: Annotated[Path | None, typer.Option(help="Labels file for CSV/TSV input")] = None,
     param: Annotated[
-        list[str] | None, typer.Option("--param", help="Model hyperparameter KEY=VALUE (JSON value), repeatable")
+        list[str] | None,
+        typer.Option("--param", help="Model hyperparameter KEY=VALUE (JSON value), repeatable"),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar")] = False,
 ):
@@ -197,7 +205,8 @@ def fit(
     rec = m.fit_record
     epochs_run = len(m.history)
     typer.echo(
-        f"fitted {model} in {time.monotonic() - t0:.0f}s ({epochs_run} epochs, stopped: {rec.get('stopped_because')}, "
+        f"fitted {model} in {time.monotonic() - t0:.0f}s ({epochs_run} epochs, "
+        f"stopped: {rec.get('stopped_because')}, "
         f"best validation MMD {rec.get('best_val_mmd')}) → {out}",
         err=True,
     )

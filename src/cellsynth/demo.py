@@ -51,7 +51,8 @@ def run_demo(out: Path, *, max_minutes: float = 3.0, device: str = "auto", seed:
     counts = real.obs[label_key].value_counts()
     rarest = str(counts.idxmin())
     console.print(
-        f"pbmc68k: {real.n_obs} cells × {real.n_vars} genes, {len(counts)} types; rarest: {rarest} ({counts.min()})"
+        f"pbmc68k: {real.n_obs} cells × {real.n_vars} genes, {len(counts)} types; "
+        f"rarest: {rarest} ({counts.min()})"
     )
     model = models.get("cgan", max_minutes=max_minutes, epochs=100_000)
     t0 = time.monotonic()

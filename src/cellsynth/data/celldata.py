@@ -137,7 +137,9 @@ class CellData:
         has_negative = bool(values.size and values.min() < 0)
         integer = bool(values.size == 0 or np.array_equal(values, np.round(values)))
         if representation == "auto":
-            representation = "counts" if (integer and not has_negative) else ("as_is" if has_negative else "log1p")
+            representation = (
+                "counts" if (integer and not has_negative) else ("as_is" if has_negative else "log1p")
+            )
         if representation not in ("counts", "log1p", "as_is"):
             raise InputError(f"unknown representation {representation!r}; use auto, counts, log1p or as_is")
         if representation == "counts":

@@ -255,7 +255,9 @@ class SyntheticCellModel:
         """Decide each synthetic cell's condition codes (and soft label weights when mixing)."""
         info = self.info
         labels = info["categories"][info["label_key"]]
-        joint = np.asarray(info["joint"]["codes"], dtype=np.int64).reshape(-1, 1 + len(info["condition_keys"]))
+        joint = np.asarray(info["joint"]["codes"], dtype=np.int64).reshape(
+            -1, 1 + len(info["condition_keys"])
+        )
         joint_counts = np.asarray(info["joint"]["counts"], dtype=np.float64)
         label_counts = np.bincount(joint[:, 0], weights=joint_counts, minlength=len(labels))
 
@@ -272,7 +274,9 @@ class SyntheticCellModel:
                 raise RequestError(f"unknown label(s) in --mix: {unknown}; known labels: {labels}")
             w = np.array([float(v) for v in mix.values()])
             if len(mix) < 2 or np.any(w < 0) or w.sum() <= 0:
-                raise RequestError("--mix needs two or more labels with non-negative weights, e.g. a=0.5,b=0.5")
+                raise RequestError(
+                    "--mix needs two or more labels with non-negative weights, e.g. a=0.5,b=0.5"
+                )
             w = w / w.sum()
             if not n:
                 raise RequestError("--mix needs --n, the number of mixed cells to generate")
@@ -299,7 +303,10 @@ class SyntheticCellModel:
             if int(k) < 0:
                 raise RequestError(f"--per-type {name}={k}: counts must be non-negative")
             want[labels.index(name)] += int(k)
-        codes = np.concatenate([draw(c, int(k)) for c, k in enumerate(want) if k > 0] or [np.zeros((0, joint.shape[1]), np.int64)])
+        codes = np.concatenate(
+            [draw(c, int(k)) for c, k in enumerate(want) if k > 0]
+            or [np.zeros((0, joint.shape[1]), np.int64)]
+        )
         names = [labels[c] for c in codes[:, 0]]
         return codes, None, names
 
@@ -406,7 +413,9 @@ def load(path: str | os.PathLike) -> SyntheticCellModel:
 
     path = Path(path)
     if not path.is_dir():
-        raise ModelFileError(f"model directory not found: {path}; give the --out directory of `cellsynth fit`")
+        raise ModelFileError(
+            f"model directory not found: {path}; give the --out directory of `cellsynth fit`"
+        )
     cfg_path, w_path = path / CONFIG, path / WEIGHTS
     for p in (cfg_path, w_path):
         if not p.is_file():
@@ -414,7 +423,9 @@ def load(path: str | os.PathLike) -> SyntheticCellModel:
     try:
         cfg = json.loads(cfg_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelFileError(f"{cfg_path} is not valid JSON ({e.msg if hasattr(e, 'msg') else e}); re-save the model") from None
+        raise ModelFileError(
+            f"{cfg_path} is not valid JSON ({e.msg if hasattr(e, 'msg') else e}); re-save the model"
+        ) from None
     if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
         raise ModelFileError(f"{cfg_path} is not a cellsynth model config")
     if cfg.get("format_version", 0) > FORMAT_VERSION:

@@ -23,7 +23,9 @@ class ConditionalGenerator(nn.Module):
     gradient also where relu has none.
     """
 
-    def __init__(self, n_genes: int, sizes: Sequence[int], z_dim: int, hidden: Sequence[int], nonnegative: bool):
+    def __init__(
+        self, n_genes: int, sizes: Sequence[int], z_dim: int, hidden: Sequence[int], nonnegative: bool
+    ):
         super().__init__()
         self.z_dim = z_dim
         self.nonnegative = nonnegative

@@ -64,7 +64,10 @@ class ConditionalNoise(nn.Module):
             [nn.Parameter(torch.randn(n, dim) * (0.5 if k == 0 else 0.1)) for k, n in enumerate(self.sizes)]
         )
         self.dev = nn.ParameterList(
-            [nn.Parameter(torch.full((n, dim), _DEV_INIT if k == 0 else 0.0)) for k, n in enumerate(self.sizes)]
+            [
+                nn.Parameter(torch.full((n, dim), _DEV_INIT if k == 0 else 0.0))
+                for k, n in enumerate(self.sizes)
+            ]
         )
 
     def forward(self, z: torch.Tensor, weights: Sequence[torch.Tensor]) -> torch.Tensor:

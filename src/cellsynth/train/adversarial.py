@@ -65,7 +65,9 @@ class TrainResult:
     best_val_mmd: float | None
 
 
-def split_validation(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def split_validation(
+    labels: np.ndarray, fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Stratified train/validation split; types too small to spare a cell stay whole in train."""
     train, val = [], []
     for code in np.unique(labels):
@@ -79,7 +81,11 @@ def split_validation(labels: np.ndarray, fraction: float, rng: np.random.Generat
 def zero_fraction_by_label(data: CellData, rows: np.ndarray) -> np.ndarray:
     """labels × genes fraction of exact zeros among ``rows`` (computed sparsely)."""
     X = data.X[rows]
-    nz = (X != 0).astype(np.float32) if sp.issparse(X) else sp.csr_matrix((np.asarray(X) != 0).astype(np.float32))
+    nz = (
+        (X != 0).astype(np.float32)
+        if sp.issparse(X)
+        else sp.csr_matrix((np.asarray(X) != 0).astype(np.float32))
+    )
     codes = data.label.codes[rows]
     onehot = sp.csr_matrix(
         (np.ones(len(rows), dtype=np.float32), (codes, np.arange(len(rows)))), shape=(data.label.n, len(rows))
@@ -181,13 +187,15 @@ def train_adversarial(
     val_gen_codes = ref_codes[torch.from_numpy(rng.integers(0, len(ref_rows), n_val_gen)).to(dev)]
 
     def make_opt(params, lr):
-        # foreach kernels: one launch per parameter group instead of one per tensor (CPU default is per tensor)
+        # foreach kernels: one launch per group, not per tensor (the CPU default is per tensor)
         if settings.optimizer == "rmsprop":
             return torch.optim.RMSprop(params, lr=lr, foreach=True)
         return torch.optim.Adam(params, lr=lr, betas=settings.betas, foreach=True)
 
     opt_g = make_opt(generator.parameters(), settings.lr_g)
-    d_params = list(discriminator.parameters()) + (list(classifier.parameters()) if classifier is not None else [])
+    d_params = list(discriminator.parameters()) + (
+        list(classifier.parameters()) if classifier is not None else []
+    )
     opt_d = make_opt(d_params, settings.lr_d)
     generator_f, opt_g = fabric.setup(generator, opt_g)
     discriminator_f = fabric.setup_module(discriminator)
@@ -272,7 +280,9 @@ def train_adversarial(
                 c_loss = torch.zeros((), device=dev)
                 if classifier_f is not None:
                     logits = classifier_f(x_real)
-                    c_loss = sum(F.cross_entropy(lg, codes[:, k]) for k, lg in enumerate(logits)) / len(logits)
+                    c_loss = sum(F.cross_entropy(lg, codes[:, k]) for k, lg in enumerate(logits)) / len(
+                        logits
+                    )
                 opt_d.zero_grad(set_to_none=True)
                 fabric.backward(d_loss + c_loss)
                 if settings.grad_clip:
@@ -294,10 +304,14 @@ def train_adversarial(
                     cf = torch.zeros((), device=dev)
                     if classifier_f is not None and settings.class_weight:
                         logits = classifier_f(x_fake)
-                        cf = sum(soft_cross_entropy(lg, w_fake[k]) for k, lg in enumerate(logits)) / len(logits)
+                        cf = sum(soft_cross_entropy(lg, w_fake[k]) for k, lg in enumerate(logits)) / len(
+                            logits
+                        )
                     sp_loss = torch.zeros((), device=dev)
                     if settings.sparsity_weight and pre is not None:
-                        sp_loss = sparsity_loss(pre.float(), w_fake[0], target_zero, settings.sparsity_temperature)
+                        sp_loss = sparsity_loss(
+                            pre.float(), w_fake[0], target_zero, settings.sparsity_temperature
+                        )
                     total = g_loss + settings.class_weight * cf + settings.sparsity_weight * sp_loss
                     opt_g.zero_grad(set_to_none=True)
                     fabric.backward(total)
@@ -333,7 +347,10 @@ def train_adversarial(
                 if score < best["mmd"]:
                     best = {"mmd": score, "state": copy.deepcopy(sampling_net().state_dict()), "step": g_step}
                     stale = 0
-                    if checkpoint is not None and time.monotonic() - last_checkpoint > 60 * checkpoint_minutes:
+                    if (
+                        checkpoint is not None
+                        and time.monotonic() - last_checkpoint > 60 * checkpoint_minutes
+                    ):
                         checkpoint(best["state"], history + [record])
                         last_checkpoint = time.monotonic()
                 else:

@@ -14,14 +14,18 @@ def resolve_device(device: str = "auto") -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise InputError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
+            raise InputError(
+                "--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto"
+            )
         return device
     if device == "cpu":
         return "cpu"
     raise InputError(f"unknown device {device!r}; use auto, cpu or cuda")
 
 
-def make_fabric(device: str = "auto", *, mixed_precision: bool = False, devices: int | str = 1, strategy="auto"):
+def make_fabric(
+    device: str = "auto", *, mixed_precision: bool = False, devices: int | str = 1, strategy="auto"
+):
     """A Lightning Fabric on the resolved device (one process unless ``devices`` says otherwise).
 
     Mixed precision (bf16) is used only on CUDA, when asked for.
