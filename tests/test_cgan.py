@@ -185,3 +185,14 @@ def test_generated_cells_are_recognisably_of_their_requested_type():
     labels = synth.obs["cell_type"].astype(str).to_numpy()
     assert (predicted == labels).mean() >= 0.9
     assert (predicted[labels == "rare"] == "rare").mean() >= 0.8
+
+
+def test_checkpoints_are_complete_model_directories(counts_adata, tmp_path):
+    small = dict(epochs=4, val_every_steps=2, g_hidden=(32,), d_hidden=(32, 16), c_hidden=(16, 8))
+    ckpt = tmp_path / "ckpt"
+    models.get("cgan", checkpoint_minutes=0, **small).fit(
+        counts_adata, label_key="cell_type", checkpoint_dir=ckpt, progress=False
+    )
+    restored = load(ckpt)
+    assert restored.fit_record["stopped_because"] == "checkpoint"
+    assert restored.sample(n=10, seed=0).n_obs == 10

@@ -54,6 +54,7 @@ class TrainSettings:
     val_every_steps: int = 100
     patience: int = 15
     mixed_precision: bool = False
+    checkpoint_minutes: float = 2.0
     extra: dict = field(default_factory=dict)
 
 
@@ -150,7 +151,6 @@ def train_adversarial(
     progress: bool = True,
     noise_fn: Callable[[int, torch.Generator, torch.device], torch.Tensor] | None = None,
     checkpoint: Callable[[dict, list[dict]], None] | None = None,
-    checkpoint_minutes: float = 2.0,
 ) -> TrainResult:
     """Train ``generator`` against ``discriminator`` (and ``classifier``) on ``data``.
 
@@ -158,7 +158,7 @@ def train_adversarial(
     ``classifier(x) -> list of logits per condition key``. Returns the best generator state (EMA
     weights when enabled) and the per-epoch history. Nothing global is seeded: the numpy and torch
     generators here come from ``seed``. ``checkpoint(best_state, history)``, when given, is called after
-    a validation improvement at most every ``checkpoint_minutes``, so a crash loses little.
+    a validation improvement at most every ``settings.checkpoint_minutes``, so a crash loses little.
     """
     rng = np.random.default_rng(seed)
     fabric = make_fabric(device, mixed_precision=settings.mixed_precision)
@@ -349,7 +349,7 @@ def train_adversarial(
                     stale = 0
                     if (
                         checkpoint is not None
-                        and time.monotonic() - last_checkpoint > 60 * checkpoint_minutes
+                        and time.monotonic() - last_checkpoint >= 60 * settings.checkpoint_minutes
                     ):
                         checkpoint(best["state"], history + [record])
                         last_checkpoint = time.monotonic()
