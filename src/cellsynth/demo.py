@@ -76,7 +76,7 @@ def run_demo(out: Path, *, max_minutes: float = 3.0, device: str = "auto", seed:
         f"trained {len(model.history)} epochs in {fit_s:.0f}s (stopped: {rec['stopped_because']}); "
         f"best validation MMD {rec['best_val_mmd']:.4f}"
     )
-    fig = Table(title="quick fidelity (log-normalised; `cellsynth evaluate` gives the full suite)")
+    fig = Table(title="quick fidelity (full suite: cellsynth evaluate)")
     fig.add_column("figure")
     fig.add_column("value", justify="right")
     for k, v in figures.items():
