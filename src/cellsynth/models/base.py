@@ -216,17 +216,20 @@ class SyntheticCellModel:
         dev = torch.device(resolve_device(device))
         chunks = []
         codes_t = torch.from_numpy(codes)
-        for s in range(0, total, batch_size):
-            sl = slice(s, min(s + batch_size, total))
-            z = self._noise(sl.stop - sl.start, gen).to(dev)
-            w = one_hot_conditions(codes_t[sl], sizes)
-            if label_w is not None:
-                w[0] = torch.from_numpy(label_w[sl])
-            for m in self.modules.values():
-                m.to(dev)
-            chunks.append(self._generate([t.to(dev) for t in w], z).float().cpu().numpy())
         for m in self.modules.values():
-            m.to("cpu")
+            m.to(dev)
+        try:
+            for s in range(0, total, batch_size):
+                sl = slice(s, min(s + batch_size, total))
+                # noise is drawn on the CPU generator: the same cells on every device
+                z = self._noise(sl.stop - sl.start, gen).to(dev)
+                w = one_hot_conditions(codes_t[sl], sizes)
+                if label_w is not None:
+                    w[0] = torch.from_numpy(label_w[sl])
+                chunks.append(self._generate([t.to(dev) for t in w], z).float().cpu().numpy())
+        finally:
+            for m in self.modules.values():
+                m.to("cpu")
         values = np.concatenate(chunks)
 
         obs = pd.DataFrame(index=[f"synth_{i}" for i in range(total)])
