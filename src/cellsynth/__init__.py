@@ -24,6 +24,7 @@ __all__ = [
     "ModelFileError",
     "RequestError",
     "datasets",
+    "evaluate",
     "load",
     "models",
     "read",
@@ -33,6 +34,7 @@ __all__ = [
 if TYPE_CHECKING:  # pragma: no cover
     from . import models
     from .data import CellData, datasets, read
+    from .metrics import evaluate
     from .models import load
 
 # torch and scanpy take seconds to import; `import cellsynth` (and `cellsynth --help`) should not.
@@ -42,6 +44,7 @@ _LAZY = {
     "datasets": ("cellsynth.data.datasets", None),
     "models": ("cellsynth.models", None),
     "load": ("cellsynth.models", "load"),
+    "evaluate": ("cellsynth.metrics.evaluation", "evaluate"),
 }
 
 

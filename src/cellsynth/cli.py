@@ -271,6 +271,145 @@ def demo(
     run_demo(out, max_minutes=max_minutes, device=device, seed=seed)
 
 
+@app.command()
+@user_errors
+def split(
+    data: Annotated[
+        Path, typer.Argument(help="Labelled cells: .h5ad, 10x, CSV/TSV (+ --labels) or Kaggle .h5")
+    ],
+    label_key: Annotated[
+        str, typer.Option("--label-key", help="obs column with the cell type")
+    ] = "cell_type",
+    out: Annotated[Path, typer.Option("--out", help="Folder for train.h5ad and test.h5ad")] = ...,
+    test_fraction: Annotated[
+        float, typer.Option("--test-fraction", help="Share of each type's cells in test.h5ad")
+    ] = 0.5,
+    seed: Annotated[int, typer.Option(help="Seed of the draw")] = 0,
+    labels: Annotated[Path | None, typer.Option(help="Labels file for CSV/TSV input")] = None,
+):
+    """Split DATA into OUT/train.h5ad and OUT/test.h5ad, stratified by type (singletons stay in train)."""
+    from .data import read
+    from .data.split import split_by_type
+
+    _check_out_path(out, directory=True)
+    adata = read(data, labels=labels, label_key=label_key)
+    train, test = split_by_type(adata, label_key=label_key, test_fraction=test_fraction, seed=seed)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, part in (("train", train), ("test", test)):
+        write_atomic(out / f"{name}.h5ad", lambda p, part=part: part.write_h5ad(p, compression="gzip"))
+    typer.echo(
+        f"{adata.n_obs} cells → {out / 'train.h5ad'} ({train.n_obs}), {out / 'test.h5ad'} ({test.n_obs})",
+        err=True,
+    )
+
+
+@app.command()
+@user_errors
+def evaluate(
+    real: Annotated[Path, typer.Argument(help="Held-out real cells (e.g. test.h5ad from `cellsynth split`)")],
+    synth: Annotated[Path, typer.Argument(help="Synthetic cells from a model fitted on TRAIN")],
+    label_key: Annotated[
+        str, typer.Option("--label-key", help="obs column with the cell type (in every set)")
+    ] = "cell_type",
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for metrics.json, metrics_per_type.csv, report.html")
+    ] = ...,
+    train: Annotated[
+        Path | None,
+        typer.Option("--train", help="The model's training cells: enables the control and privacy"),
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Model directory: its training curves go into the report")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of every subsample and classifier")] = 0,
+    family: Annotated[
+        list[str] | None, typer.Option("--family", help="Only this metric family (repeatable)")
+    ] = None,
+    setting: Annotated[
+        list[str] | None,
+        typer.Option("--setting", help="Evaluation setting KEY=VALUE (JSON value), e.g. max_cells_ot=1000"),
+    ] = None,
+    report: Annotated[bool, typer.Option("--report/--no-report", help="Write report.html")] = True,
+):
+    """Compare SYNTH with REAL (each metric beside a real-vs-real control with --train) and write a report."""
+    from .data import read
+    from .metrics.evaluation import evaluate as run_evaluation
+    from .metrics.evaluation import write_outputs
+
+    _check_out_path(out, directory=True)
+    settings = {}
+    for item in setting or []:
+        if "=" not in item:
+            raise InputError(f"--setting expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        settings[k.strip()] = _param_value(v)
+    history = None
+    if model is not None:
+        from .models import load
+
+        history = load(model).history
+    sets = {}
+    for name, path in (("REAL", real), ("SYNTH", synth), ("TRAIN", train)):
+        if path is not None:
+            sets[name] = read(path, label_key=label_key)
+            typer.echo(
+                f"read {name} {sets[name].n_obs} cells × {sets[name].n_vars} genes from {path}", err=True
+            )
+    metrics, ctx = run_evaluation(
+        sets["REAL"],
+        sets["SYNTH"],
+        label_key=label_key,
+        train=sets.get("TRAIN"),
+        seed=seed,
+        settings=settings,
+        families=family or None,
+        return_context=True,
+    )
+    written = write_outputs(metrics, out)
+    if report:
+        try:
+            from .report import write_report
+        except ModuleNotFoundError as e:
+            if e.name != "cellsynth.report":
+                raise
+            typer.echo("warning: cellsynth.report is not available; report.html was not written", err=True)
+        else:
+            write_report(out / "report.html", metrics, ctx, history=history)
+            written.append(out / "report.html")
+    _print_summary(metrics)
+    typer.echo(f"wrote {', '.join(map(str, written))}", err=True)
+
+
+def _print_summary(metrics) -> None:
+    import math
+
+    from rich.console import Console
+    from rich.table import Table
+
+    def fmt(value) -> str:
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            return "–"
+        return f"{value:.4g}"
+
+    table = Table(title="cellsynth evaluate", show_lines=False)
+    for column in ("metric", "family", "better", "value", "control", "verdict"):
+        table.add_column(column, justify="right" if column in ("value", "control") else "left")
+    for row in metrics.table().itertuples(index=False):
+        table.add_row(row.metric, row.family, row.direction, fmt(row.value), fmt(row.control), row.verdict)
+    Console(width=120).print(table)
+
+
+@app.command("metrics")
+def list_metrics():
+    """List every metric: name, family, which way is better, and what it measures."""
+    from .metrics.evaluation import available_metrics
+
+    for name, info in available_metrics().items():
+        better = info.direction if info.direction != "target" else f"target {info.target:g}"
+        train = " (needs --train)" if info.needs_train else ""
+        typer.echo(f"{name:24s} {info.family:13s} {better:11s} {info.description}{train}")
+
+
 @app.command("models")
 def list_models():
     """List the available generators."""
