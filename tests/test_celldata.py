@@ -58,6 +58,9 @@ def test_n_genes_selects_highly_variable_genes(counts_adata):
     data = CellData.from_anndata(counts_adata, label_key="cell_type", n_genes=30)
     assert data.n_genes == 30
     assert data.preprocessing.gene_selection == "top30_hvg"
+    # training and output are both restricted to the selected genes
+    assert len(data.preprocessing.output_genes) == 30
+    assert set(data.preprocessing.output_genes) <= set(counts_adata.var_names)
 
 
 @pytest.mark.parametrize(

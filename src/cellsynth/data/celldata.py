@@ -27,7 +27,8 @@ class Preprocessing:
     representation
         The input's representation: ``counts``, ``log1p`` or ``as_is`` (never ``auto`` once resolved).
     output_genes
-        Every gene of the input, in order: the synthetic data has exactly these columns.
+        The synthetic data's columns: every gene of the input, in order, or with ``n_genes`` the
+        selected highly variable genes only.
     train_genes
         Indices into ``output_genes`` of the genes the model is trained on; the others come back as zeros.
     target_sum
@@ -204,9 +205,13 @@ class CellData:
         else:
             X_train = np.ascontiguousarray(X_train, dtype=np.float32)
 
+        output_genes = [str(g) for g in adata.var_names]
+        if gene_selection != "expressed":  # --n-genes restricts the output to the selected genes too
+            output_genes = [output_genes[i] for i in train_genes]
+            train_genes = np.arange(len(train_genes))
         pre = Preprocessing(
             representation=representation,
-            output_genes=[str(g) for g in adata.var_names],
+            output_genes=output_genes,
             train_genes=[int(i) for i in train_genes],
             target_sum=target_sum,
             library_sizes=library_sizes,
