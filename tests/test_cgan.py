@@ -196,3 +196,12 @@ def test_checkpoints_are_complete_model_directories(counts_adata, tmp_path):
     restored = load(ckpt)
     assert restored.fit_record["stopped_because"] == "checkpoint"
     assert restored.sample(n=10, seed=0).n_obs == 10
+
+
+def test_mixed_precision_trains_and_samples(counts_adata):
+    small = dict(epochs=2, val_every_steps=5, g_hidden=(32,), d_hidden=(32, 16), c_hidden=(16, 8))
+    m = models.get("cgan", mixed_precision=True, **small).fit(
+        counts_adata, label_key="cell_type", progress=False
+    )
+    s = m.sample(n=20, seed=0)
+    assert np.isfinite(s.X.data).all() and s.n_obs == 20
