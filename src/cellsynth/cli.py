@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from functools import wraps
@@ -17,6 +16,7 @@ from typing import Annotated
 
 import typer
 
+from ._io import write_atomic
 from .errors import CellsynthError, InputError
 
 app = typer.Typer(
@@ -89,18 +89,6 @@ def _check_out_path(out: Path, *, directory: bool) -> None:
         raise InputError(f"cannot create the folder for --out {out}: {e.strerror}") from None
     if not os.access(parent, os.W_OK):
         raise InputError(f"cannot write to {parent}; choose a writable --out")
-
-
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same folder, then rename: never a half-written file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.resolve().parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def write_synthetic(adata, out: Path) -> list[Path]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from importlib import import_module
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._io import write_text_atomic
 from ..errors import InputError
 from .base import FAMILIES, METRICS, EvalContext, MetricInfo, Metrics
 from .space import build_context, control_context
@@ -195,17 +195,6 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_outputs(metrics: Metrics, out_dir: str | os.PathLike) -> list[Path]:
     """Write ``metrics.json`` (``{"overall", "control", "per_type", "settings"}``, NaN → null) and
     ``metrics_per_type.csv`` into ``out_dir`` (created when missing), each atomically.
@@ -218,7 +207,7 @@ def write_outputs(metrics: Metrics, out_dir: str | os.PathLike) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path, csv_path = out / "metrics.json", out / "metrics_per_type.csv"
-    _write_text_atomic(json_path, json.dumps(_jsonable(metrics.to_dict()), indent=2, allow_nan=False) + "\n")
+    write_text_atomic(json_path, json.dumps(_jsonable(metrics.to_dict()), indent=2, allow_nan=False) + "\n")
     table = metrics.per_type if metrics.per_type is not None else pd.DataFrame()
-    _write_text_atomic(csv_path, table.to_csv(index_label="cell_type"))
+    write_text_atomic(csv_path, table.to_csv(index_label="cell_type"))
     return [json_path, csv_path]

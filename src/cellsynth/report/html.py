@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -15,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .._io import write_text_atomic
 from ..metrics.base import METRICS, EvalContext, Metrics
 
 FAMILY_ORDER = ("distribution", "detection", "genes", "biology", "privacy")
@@ -256,7 +256,7 @@ def write_report(
         f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
         f"{header}\n{verdict_html}\n<nav>{nav}</nav>\n{body}\n{footer}\n</main>\n</body>\n</html>\n"
     )
-    _write_atomic(path, page)
+    write_text_atomic(path, page)
     return path
 
 
@@ -669,25 +669,6 @@ def _fmt(v: Any, *, integer: bool = False) -> str:
 
 def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; a report is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 _RC = {
