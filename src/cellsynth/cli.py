@@ -68,6 +68,17 @@ def parse_pairs(text: str | None, what: str, cast=float) -> dict:
     return out
 
 
+def parse_key_values(items: list[str] | None, option: str) -> dict:
+    """Repeated ``KEY=VALUE`` options → a dict; values are read as JSON when they parse, else kept as text."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise InputError(f"{option} expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = _param_value(value)
+    return out
+
+
 def _param_value(text: str):
     import json
 
@@ -148,12 +159,7 @@ def fit(
     from .data import read
 
     _check_out_path(out, directory=True)
-    params = {}
-    for item in param or []:
-        if "=" not in item:
-            raise InputError(f"--param expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        params[k.strip()] = _param_value(v)
+    params = parse_key_values(param, "--param")
     if epochs is not None:
         params["epochs"] = epochs
     if max_minutes is not None:
@@ -325,12 +331,7 @@ def evaluate(
     from .metrics.evaluation import write_outputs
 
     _check_out_path(out, directory=True)
-    settings = {}
-    for item in setting or []:
-        if "=" not in item:
-            raise InputError(f"--setting expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        settings[k.strip()] = _param_value(v)
+    settings = parse_key_values(setting, "--setting")
     history = None
     if model is not None:
         from .models import load
