@@ -151,3 +151,31 @@ def test_parse_pairs_keeps_label_spaces_and_rejects_garbage():
 
     with pytest.raises(InputError):
         parse_pairs("B:2", "--per-type", int)
+
+
+def test_cli_fits_garage_and_samples_the_size_ladder(h5ad_path, tmp_path):
+    model_dir = tmp_path / "g"
+    result = runner.invoke(
+        app,
+        [
+            "fit", str(h5ad_path), "--model", "garage", "--leakage", "0.2", "--gat-k", "4", "--epochs", "3",
+            "--param", "g_hidden=[32,64]", "--param", "d_hidden=[64,32]", "--param", "c_hidden=[32,16]",
+            "--param", 'gat={"max_epochs": 20}', "--out", str(model_dir), "--quiet",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    import json
+
+    cfg = json.loads((model_dir / "config.json").read_text())
+    assert cfg["params"]["leakage"] == 0.2 and cfg["data"]["seeding"]["details"]["k"] == 4
+    result = runner.invoke(app, ["sample", str(model_dir), "--ladder", "--out", str(tmp_path / "s.h5ad")])
+    assert result.exit_code == 0, result.output
+    n_train = cfg["data"]["n_train_cells"]
+    for f in (0.25, 0.5, 0.75, 1, 1.25, 1.5):
+        out = ad.read_h5ad(tmp_path / f"s_{f:g}x.h5ad")
+        assert out.n_obs == round(f * n_train) and "from_seed" in out.obs
+
+
+def test_cli_rejects_garage_options_for_other_models(h5ad_path, tmp_path):
+    result = runner.invoke(app, ["fit", str(h5ad_path), "--leakage", "0.2", "--out", str(tmp_path / "m")])
+    assert result.exit_code == 2 and "--model garage" in result.output

@@ -152,6 +152,15 @@ def fit(
         list[str] | None,
         typer.Option("--param", help="Model hyperparameter KEY=VALUE (JSON value), repeatable"),
     ] = None,
+    leakage: Annotated[
+        float | None,
+        typer.Option("--leakage", help="garage: fraction λ of cells used as seeds (0 = plain cgan)"),
+    ] = None,
+    gat_k: Annotated[int | None, typer.Option("--gat-k", help="garage: neighbours in the kNN graph")] = None,
+    rare_threshold: Annotated[
+        int | None,
+        typer.Option("--rare-threshold", help="garage: types with at most N cells are rare (default: data)"),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar")] = False,
 ):
     """Fit a generator on DATA and save it to --out (weights.safetensors + config.json)."""
@@ -164,6 +173,11 @@ def fit(
         params["epochs"] = epochs
     if max_minutes is not None:
         params["max_minutes"] = max_minutes
+    for key, value in (("leakage", leakage), ("gat_k", gat_k), ("rare_threshold", rare_threshold)):
+        if value is not None:
+            if model != "garage":
+                raise InputError(f"--{key.replace('_', '-')} is a garage option; add --model garage")
+            params[key] = value
     m = models.get(model, **params)
     adata = read(data, labels=labels, label_key=label_key)
     typer.echo(f"read {adata.n_obs} cells × {adata.n_vars} genes from {data}", err=True)
@@ -217,12 +231,33 @@ def sample(
     mix: Annotated[str | None, typer.Option(help='Interpolate types, e.g. "alpha=0.5,beta=0.5"')] = None,
     seed: Annotated[int, typer.Option(help="Same seed, same cells")] = 0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "cpu",
+    ladder: Annotated[
+        bool,
+        typer.Option(
+            "--ladder",
+            help="GARAGE's size ladder: one file per 0.25, 0.5, 0.75, 1, 1.25, 1.5 × the training size "
+            "(OUT_0.25x.h5ad, ...)",
+        ),
+    ] = False,
 ):
     """Sample labelled synthetic cells from a saved model."""
     from .models import load
 
     if out.suffix.lower() not in (".h5ad", ".csv", ".tsv"):
         raise InputError(f"--out {out}: use a file name ending in .h5ad or .csv")
+    if ladder:
+        if n is not None or per_type or mix:
+            raise InputError("--ladder sets the sizes itself: drop --n, --per-type and --mix")
+        model = load(model_dir)
+        n_train = int(model.info["n_train_cells"])
+        targets = [(f, out.with_name(f"{out.stem}_{f:g}x{out.suffix}")) for f in LADDER]
+        for _, path in targets:
+            _check_out_path(path, directory=False)
+        for f, path in targets:
+            adata = model.sample(n=round(f * n_train), proportions=proportions, seed=seed, device=device)
+            written = write_synthetic(adata, path)
+            typer.echo(f"wrote {adata.n_obs} cells ({f:g} × {n_train}) → {written[0]}", err=True)
+        return
     _check_out_path(out, directory=False)
     if n is None and not per_type:
         raise InputError("say how many cells: --n N and/or --per-type label=count")
@@ -241,6 +276,9 @@ def sample(
     for name, k in counts.items():
         if k:
             typer.echo(f"  {name}: {k}", err=True)
+
+
+LADDER = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
 
 
 def _int(text: str) -> int:

@@ -76,13 +76,27 @@ class CellData:
     Build it with :meth:`from_anndata`. ``X`` holds the cells × training genes matrix in the training
     representation (log1p of normalised counts for count input); a sparse input stays sparse and only
     minibatches are densified (:meth:`dense_rows`).
+
+    For count input, ``library`` holds each cell's total counts over the training genes and ``scale``
+    its normalisation factor (target sum / total over all genes), so that a generated count vector can
+    be put through exactly the normalisation the real cells went through.
     """
 
-    def __init__(self, X, conditions: list[Condition], preprocessing: Preprocessing, obs_names=None):
+    def __init__(
+        self,
+        X,
+        conditions: list[Condition],
+        preprocessing: Preprocessing,
+        obs_names=None,
+        library: np.ndarray | None = None,
+        scale: np.ndarray | None = None,
+    ):
         self.X = X
         self.conditions = conditions
         self.preprocessing = preprocessing
         self.obs_names = obs_names
+        self.library = library
+        self.scale = scale
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -182,6 +196,7 @@ class CellData:
         X_train = X
         library_sizes: dict[str, list[float]] = {}
         target_sum = None
+        cell_library = cell_scale = None
         if representation == "counts":
             totals = np.asarray(X.sum(axis=1)).ravel()
             if np.any(totals == 0):
@@ -192,6 +207,8 @@ class CellData:
             target_sum = TARGET_SUM
             X_train = _normalize_log1p(X, totals, TARGET_SUM)
             sel_totals = np.asarray(X[:, train_genes].sum(axis=1)).ravel()
+            cell_library = sel_totals.astype(np.float32)
+            cell_scale = (TARGET_SUM / totals).astype(np.float32)
             label = conditions[0]
             for code, name in enumerate(label.categories):
                 v = np.sort(sel_totals[label.codes == code])
@@ -219,7 +236,14 @@ class CellData:
             gene_selection=gene_selection,
             layer=layer,
         )
-        return cls(X_train, conditions, pre, obs_names=np.asarray(adata.obs_names))
+        return cls(
+            X_train,
+            conditions,
+            pre,
+            obs_names=np.asarray(adata.obs_names),
+            library=cell_library,
+            scale=cell_scale,
+        )
 
     # ------------------------------------------------------------------ access
     @property
@@ -244,10 +268,34 @@ class CellData:
         rows = self.X[idx]
         return rows.toarray() if sp.issparse(rows) else np.asarray(rows)
 
+    def pca(self, n_comps: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Mean (genes), components (genes × k) and coordinates (cells × k) of a PCA of ``X``.
+
+        scanpy's PCA: a sparse matrix stays sparse (implicit centring). ``k`` is capped by the data.
+        """
+        import scanpy as sc
+
+        X = self.X
+        k = max(1, min(n_comps, X.shape[0] - 1, X.shape[1] - 1))
+        coords, components, _, _ = sc.pp.pca(X, n_comps=k, random_state=seed, return_info=True)
+        mean = np.asarray(X.mean(0)).ravel() if sp.issparse(X) else np.asarray(X).mean(0)
+        return (
+            mean.astype(np.float32),
+            np.ascontiguousarray(components.T, dtype=np.float32),
+            np.asarray(coords, dtype=np.float32),
+        )
+
     def subset(self, idx: np.ndarray) -> CellData:
         conds = [Condition(c.key, c.categories, c.codes[idx]) for c in self.conditions]
         names = None if self.obs_names is None else self.obs_names[idx]
-        return CellData(self.X[idx], conds, self.preprocessing, obs_names=names)
+        return CellData(
+            self.X[idx],
+            conds,
+            self.preprocessing,
+            obs_names=names,
+            library=None if self.library is None else self.library[idx],
+            scale=None if self.scale is None else self.scale[idx],
+        )
 
 
 def _as_float32(X):

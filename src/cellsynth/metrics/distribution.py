@@ -10,33 +10,48 @@ import torch
 from .base import EvalContext, family, metric
 
 
+def mmd2(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    scales: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0),
+    cond_x: torch.Tensor | None = None,
+    cond_y: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Unbiased squared MMD with a sum of RBF kernels at several bandwidths, as a differentiable tensor.
+
+    The bandwidths are ``scales`` × the median pairwise distance of the pooled sample (treated as a
+    constant). With ``cond_x``/``cond_y`` (condition weight rows, one-hot or mixed), the kernel is the
+    product of the RBF kernel and the conditions' inner product, so cells are only compared with cells
+    of the same type: a conditional MMD.
+    """
+    n, m = len(x), len(y)
+    if n < 2 or m < 2:
+        raise ValueError("MMD needs at least two cells on each side")
+    z = torch.cat([x, y])
+    d2 = torch.cdist(z, z).pow(2)
+    off = ~torch.eye(n + m, dtype=torch.bool, device=z.device)
+    med2 = d2.detach()[off].median().clamp_min(1e-12)
+    k = sum(torch.exp(-d2 / (2 * (s * s) * med2)) for s in scales)
+    if cond_x is not None and cond_y is not None:
+        c = torch.cat([cond_x, cond_y]).to(k.dtype)
+        k = k * (c @ c.T)
+    k = k * off  # unbiased: no self-similarities
+    return k[:n, :n].sum() / (n * (n - 1)) + k[n:, n:].sum() / (m * (m - 1)) - 2 * k[:n, n:].mean()
+
+
 def mmd_rbf(
     x: torch.Tensor,
     y: torch.Tensor,
     *,
     scales: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0),
 ) -> float:
-    """Unbiased squared MMD with a sum of RBF kernels at several bandwidths.
+    """Unbiased squared MMD with a sum of RBF kernels at several bandwidths (see :func:`mmd2`).
 
     The bandwidths are ``scales`` × the median pairwise distance of the pooled sample: a single
     median-heuristic kernel barely separates real cells from a gene-independent fit in PCA space.
     """
-    x = x.double()
-    y = y.double()
-    z = torch.cat([x, y])
-    d2 = torch.cdist(z, z).pow(2)
-    n, m = len(x), len(y)
-    if n < 2 or m < 2:
-        raise ValueError("MMD needs at least two cells on each side")
-    off = d2[~torch.eye(len(z), dtype=torch.bool, device=z.device)]
-    med2 = off.median().clamp_min(1e-12)
-    k = sum(torch.exp(-d2 / (2 * (s * s) * med2)) for s in scales)
-    kxx = k[:n, :n]
-    kyy = k[n:, n:]
-    kxy = k[:n, n:]
-    mmd = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
-    mmd = mmd + (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1)) - 2 * kxy.mean()
-    return float(mmd)
+    return float(mmd2(x.double(), y.double(), scales=scales))
 
 
 # ----------------------------------------------------------------------------------------- metrics

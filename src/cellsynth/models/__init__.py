@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import cgan  # noqa: F401  (registers the model)
+from . import cgan, garage  # noqa: F401  (registers the models)
 from .base import SyntheticCellModel, available, get, load, register
 
 __all__ = ["SyntheticCellModel", "available", "get", "load", "register"]

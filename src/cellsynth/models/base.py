@@ -110,6 +110,17 @@ class SyntheticCellModel:
     def _noise(self, n: int, gen: torch.Generator) -> torch.Tensor:
         return torch.randn(n, self.modules["generator"].z_dim, generator=gen)
 
+    def _latent(self, weights: list[torch.Tensor], gen: torch.Generator):
+        """The generator's input for cells with conditions ``weights``: ``(z, weights, origin)``.
+
+        ``origin`` (or None) is passed to :meth:`_annotate` with the output; seeded models record there
+        which cells came from which seed.
+        """
+        return self._noise(len(weights[0]), gen), weights, None
+
+    def _annotate(self, out, origin: list) -> None:
+        """Add model-specific records to a freshly sampled AnnData (nothing by default)."""
+
     # ------------------------------------------------------------------ public API
     @property
     def is_fitted(self) -> bool:
@@ -214,7 +225,7 @@ class SyntheticCellModel:
         from ..train.device import resolve_device
 
         dev = torch.device(resolve_device(device))
-        chunks = []
+        chunks, origins = [], []
         codes_t = torch.from_numpy(codes)
         for m in self.modules.values():
             m.to(dev)
@@ -222,11 +233,12 @@ class SyntheticCellModel:
             for s in range(0, total, batch_size):
                 sl = slice(s, min(s + batch_size, total))
                 # noise is drawn on the CPU generator: the same cells on every device
-                z = self._noise(sl.stop - sl.start, gen).to(dev)
                 w = one_hot_conditions(codes_t[sl], sizes)
                 if label_w is not None:
                     w[0] = torch.from_numpy(label_w[sl])
-                chunks.append(self._generate([t.to(dev) for t in w], z).float().cpu().numpy())
+                z, w, origin = self._latent(w, gen)
+                origins.append(origin)
+                chunks.append(self._generate([t.to(dev) for t in w], z.to(dev)).float().cpu().numpy())
         finally:
             for m in self.modules.values():
                 m.to("cpu")
@@ -251,6 +263,7 @@ class SyntheticCellModel:
         }
         if mix:
             out.uns["cellsynth"]["mix"] = {str(k): float(v) for k, v in mix.items()}
+        self._annotate(out, origins)
         return out
 
     # ------------------------------------------------------------------ sampling helpers
@@ -339,7 +352,12 @@ class SyntheticCellModel:
             profile = np.expm1(values.astype(np.float64))
             sums = profile.sum(1, keepdims=True)
             profile = np.divide(profile, sums, out=np.zeros_like(profile), where=sums > 0)
-            counts = rng.poisson(profile * lib[:, None]).astype(np.float32)
+            rate = profile * lib[:, None]
+            if self.params.get("count_noise") == "rounding":  # as the model was trained (train.observe)
+                low = np.floor(rate)
+                counts = (low + (rng.random(rate.shape) < rate - low)).astype(np.float32)
+            else:
+                counts = rng.poisson(rate).astype(np.float32)
             X = widen(counts)
             totals = np.asarray(X.sum(1)).ravel()
             logn = X.copy()

@@ -6,18 +6,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import fields
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..nn.blocks import MLP, ConditionalNoise, ProjectionDiscriminator
+from ..errors import InputError
+from ..nn.blocks import MLP, ConditionalNoise, InputProjection, Projected, ProjectionDiscriminator
 from ..train.adversarial import TrainSettings, train_adversarial
 from ..train.losses import get_loss
 from .base import SyntheticCellModel, register
 
 
 class ConditionalGenerator(nn.Module):
-    """z ~ N(0, I) → z' = mean[c] + z ⊙ dev[c] → MLP → relu (exact zeros) or identity.
+    """z ~ N(0, I) → z' = mean[c] + z ⊙ dev[c] → MLP + offset[c] → relu (exact zeros) or identity.
+
+    ``offset`` is a learned per-condition, per-gene output bias (summed over condition keys like the
+    noise embeddings). :meth:`init_offset` starts the label's offset at each type's mean profile, so the
+    network learns the variation of cells around their type from the first step instead of first
+    spending thousands of steps finding each type's mean expression.
 
     Returns ``(x, pre)``: the output and the pre-activation, from which the sparsity loss takes a
     gradient also where relu has none.
@@ -31,9 +39,19 @@ class ConditionalGenerator(nn.Module):
         self.nonnegative = nonnegative
         self.noise = ConditionalNoise(sizes, z_dim)
         self.net = MLP(z_dim, hidden, n_genes, norm=True)
+        self.offset = nn.ParameterList([nn.Parameter(torch.zeros(n, n_genes)) for n in sizes])
+
+    @torch.no_grad()
+    def init_offset(self, label_mean: torch.Tensor, network_scale: float = 0.1) -> None:
+        """Start at ``label_mean`` (labels × genes) with the network's own output scaled down."""
+        self.offset[0].copy_(label_mean)
+        last = self.net[-1]
+        last.weight.mul_(network_scale)
+        last.bias.zero_()
 
     def forward(self, z: torch.Tensor, weights: Sequence[torch.Tensor]):
         pre = self.net(self.noise(z, weights))
+        pre = pre + sum(w.to(pre.dtype) @ o.to(pre.dtype) for w, o in zip(weights, self.offset, strict=True))
         return (F.relu(pre) if self.nonnegative else pre), pre
 
 
@@ -49,6 +67,34 @@ class ConditionClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         h = self.body(x)
         return [head(h) for head in self.heads]
+
+
+def label_mean_profile(data) -> np.ndarray:
+    """labels × genes: each type's mean expression in the training representation.
+
+    For log1p data (incl. normalised counts) the mean is taken on the linear scale and logged again
+    (``log1p(mean(expm1(x)))``): the log of the type's average profile, which is what count draws
+    from a generated profile reproduce on average.
+    """
+    codes = data.label.codes
+    X = data.X
+    log_scale = data.preprocessing.representation in ("counts", "log1p")
+    out = np.zeros((data.label.n, data.n_genes), dtype=np.float32)
+    for c in range(data.label.n):
+        rows = np.flatnonzero(codes == c)
+        if len(rows) == 0:
+            continue
+        part = X[rows]
+        if sp.issparse(part):
+            part = part.copy()
+            if log_scale:
+                np.expm1(part.data, out=part.data)
+            mean = np.asarray(part.mean(0)).ravel()
+        else:
+            part = np.asarray(part, dtype=np.float64)
+            mean = (np.expm1(part) if log_scale else part).mean(0)
+        out[c] = np.log1p(mean) if log_scale else mean
+    return out
 
 
 _TRAIN_KEYS = {f.name for f in fields(TrainSettings)} - {"extra"}
@@ -67,17 +113,52 @@ class CGAN(SyntheticCellModel):
         "loss": "bce",
         "label_smoothing": 0.9,
         "d_dropout": 0.1,
+        "critic_space": "genes",
+        "critic_components": 128,
         **{f.name: f.default for f in fields(TrainSettings) if f.name in _TRAIN_KEYS and f.name != "extra"},
     }
+
+    def _critic_inputs(self, n_genes: int) -> int:
+        space = self.params["critic_space"]
+        if space == "genes":
+            return n_genes
+        if space == "pca":
+            return int(self.params["critic_components"])
+        raise InputError(f"critic_space must be 'genes' or 'pca', got {space!r}")
 
     def _build(self, sizes, n_genes):
         p = self.params
         nonneg = True if self.info is None else bool(self.info["preprocessing"]["nonnegative"])
+        n_in = self._critic_inputs(n_genes)
+        if self.info is not None and "critic_components" in self.info:
+            n_in = int(self.info["critic_components"])  # capped by the training data
+        critic = ProjectionDiscriminator(n_in, sizes, p["d_hidden"], dropout=p["d_dropout"])
+        classifier = ConditionClassifier(n_in, sizes, p["c_hidden"])
+        if p["critic_space"] == "pca":
+            critic = Projected(InputProjection(n_genes, n_in), critic)
+            classifier = Projected(InputProjection(n_genes, n_in), classifier)
         return {
             "generator": ConditionalGenerator(n_genes, sizes, p["z_dim"], p["g_hidden"], nonneg),
-            "discriminator": ProjectionDiscriminator(n_genes, sizes, p["d_hidden"], dropout=p["d_dropout"]),
-            "classifier": ConditionClassifier(n_genes, sizes, p["c_hidden"]),
+            "discriminator": critic,
+            "classifier": classifier,
         }
+
+    def _prepare_critic(self, data, seed: int) -> None:
+        """Fit the critic's input PCA on the training cells (``critic_space="pca"``)."""
+        if self.params["critic_space"] != "pca":
+            return
+        mean, basis, _ = data.pca(int(self.params["critic_components"]), seed)
+        k = basis.shape[1]
+        if k != self._critic_inputs(data.n_genes):  # fewer cells or genes than components: rebuild
+            self.info["critic_components"] = k
+            sizes = [c.n for c in data.conditions]
+            fresh = self._build(sizes, data.n_genes)
+            self.modules["discriminator"], self.modules["classifier"] = (
+                fresh["discriminator"],
+                fresh["classifier"],
+            )
+        for name in ("discriminator", "classifier"):
+            self.modules[name].projection.set(torch.from_numpy(mean), torch.from_numpy(basis))
 
     def _loss(self):
         p = self.params
@@ -92,7 +173,14 @@ class CGAN(SyntheticCellModel):
             kw["betas"] = (0.0, 0.9)
         return TrainSettings(**kw)
 
+    def _training_latent(self, data, *, device, seed, progress):
+        """The training loop's ``latent_fn`` (None: plain noise); seeded models override this."""
+        return None
+
     def _fit(self, data, *, device, seed, progress):
+        latent_fn = self._training_latent(data, device=device, seed=seed, progress=progress)
+        self._prepare_critic(data, seed)
+        self.modules["generator"].init_offset(torch.from_numpy(label_mean_profile(data)))
         result = train_adversarial(
             self.modules["generator"],
             self.modules["discriminator"],
@@ -103,6 +191,7 @@ class CGAN(SyntheticCellModel):
             device=device,
             seed=seed,
             progress=progress,
+            latent_fn=latent_fn,
             checkpoint=self._checkpoint_callback(),
         )
         self.modules["generator"].load_state_dict(result.generator_state)

@@ -25,10 +25,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..data.celldata import CellData
-from ..metrics.distribution import mmd_rbf
+from ..metrics.distribution import mmd2, mmd_rbf
 from ..nn.blocks import one_hot_conditions
 from .device import make_fabric
 from .losses import AdversarialLoss
+from .observe import COUNT_NOISE, CountObservation
 
 
 @dataclass
@@ -45,8 +46,9 @@ class TrainSettings:
     g_steps: int = 1
     grad_clip: float | None = None
     class_weight: float = 1.0
-    sparsity_weight: float = 5.0
+    sparsity_weight: float = 50.0
     sparsity_temperature: float = 0.1
+    mmd_weight: float = 1.0
     mix_prob: float = 0.1
     balance: float = 0.5
     ema_decay: float | None = 0.999
@@ -55,6 +57,7 @@ class TrainSettings:
     patience: int = 15
     mixed_precision: bool = False
     checkpoint_minutes: float = 2.0
+    count_noise: str = "poisson"  # poisson | rounding | none: see train.observe
     extra: dict = field(default_factory=dict)
 
 
@@ -125,17 +128,24 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return -(target * F.log_softmax(logits, dim=-1)).sum(-1).mean()
 
 
-def sparsity_loss(pre: torch.Tensor, label_w: torch.Tensor, target_zero: torch.Tensor, temperature: float):
-    """Differentiable per-(label, gene) zero-fraction match.
+def soft_zero(pre: torch.Tensor, temperature: float, p_zero_observed: torch.Tensor | None = None):
+    """Differentiable probability that each generated entry is zero in the output.
 
-    The generator's output is ``relu(pre)``, so a gene is exactly zero when ``pre <= 0``; the soft
+    The generator's output is ``relu(pre)``, so an entry is exactly zero when ``pre <= 0``; the soft
     indicator ``sigmoid(-pre / T)`` carries a gradient for both directions (also where relu has none).
-    The batch's per-label soft zero fraction is matched to the real one, weighted by label frequency.
+    When counts are drawn from the output (``p_zero_observed``: the draw's zero probability), a positive
+    entry can still come out zero.
     """
-    soft_zero = torch.sigmoid(-pre / temperature)
+    s = torch.sigmoid(-pre / temperature)
+    return s if p_zero_observed is None else s + (1.0 - s) * p_zero_observed
+
+
+def sparsity_loss(zero_prob: torch.Tensor, label_w: torch.Tensor, target_zero: torch.Tensor):
+    """Per-(label, gene) zero-fraction match: the batch's per-label expected zero fraction against the
+    real one, weighted by label frequency."""
     mass = label_w.sum(0)  # per label, in this batch
     present = mass > 0
-    gen = (label_w.T @ soft_zero)[present] / mass[present, None]
+    gen = (label_w.T @ zero_prob)[present] / mass[present, None]
     real = target_zero[present]
     return ((gen - real) ** 2).mean(-1).mul(mass[present] / mass.sum()).sum()
 
@@ -151,7 +161,7 @@ def train_adversarial(
     device: str = "auto",
     seed: int = 0,
     progress: bool = True,
-    noise_fn: Callable[[int, torch.Generator, torch.device], torch.Tensor] | None = None,
+    latent_fn: Callable | None = None,
     checkpoint: Callable[[dict, list[dict]], None] | None = None,
 ) -> TrainResult:
     """Train ``generator`` against ``discriminator`` (and ``classifier``) on ``data``.
@@ -159,7 +169,10 @@ def train_adversarial(
     ``generator(z, weights) -> (x, pre)``, ``discriminator(x, weights) -> logits``,
     ``classifier(x) -> list of logits per condition key``. Returns the best generator state (EMA
     weights when enabled) and the per-epoch history. Nothing global is seeded: the numpy and torch
-    generators here come from ``seed``. ``checkpoint(best_state, history)``, when given, is called after
+    generators here come from ``seed``. ``latent_fn(weights, rows, gen, device) -> (z, weights, rows)``
+    draws the generator's input for a batch whose conditions are ``weights``, paired with real ``rows``
+    (whose library sizes the count draw uses); a seeded GAN replaces some rows by seed cells there.
+    ``checkpoint(best_state, history)``, when given, is called after
     a validation improvement at most every ``settings.checkpoint_minutes``, so a crash loses little.
     """
     rng = np.random.default_rng(seed)
@@ -169,10 +182,27 @@ def train_adversarial(
     gen.manual_seed(seed)
     sizes = [c.n for c in data.conditions]
     z_dim = generator.z_dim
-    if noise_fn is None:
+    if latent_fn is None:
 
-        def noise_fn(n, g, d):
-            return torch.randn(n, z_dim, generator=g, device=d)
+        def latent_fn(weights, rows, g, d):
+            return torch.randn(len(rows), z_dim, generator=g, device=d), weights, rows
+
+    observe = None
+    if settings.count_noise not in COUNT_NOISE:
+        raise ValueError(f"count_noise must be one of {COUNT_NOISE}, got {settings.count_noise!r}")
+    if settings.count_noise != "none" and data.library is not None:
+        observe = CountObservation(settings.count_noise)
+        library_all = torch.from_numpy(data.library)
+        scale_all = torch.from_numpy(data.scale)
+
+    def observed(x, rows, pre=None):
+        """What the critic sees of generated ``x`` for cells paired with real ``rows``: (x, soft zeros)."""
+        if observe is None:
+            zeros = None if pre is None else soft_zero(pre.float(), settings.sparsity_temperature)
+            return x, zeros
+        x_obs, p0 = observe(x, library_all[rows].to(dev), scale_all[rows].to(dev), gen)
+        zeros = None if pre is None else soft_zero(pre.float(), settings.sparsity_temperature, p0)
+        return x_obs, zeros
 
     train_rows, val_rows = split_validation(data.label.codes, settings.val_fraction, rng)
     target_zero = torch.from_numpy(zero_fraction_by_label(data, train_rows)).to(dev)
@@ -186,7 +216,9 @@ def train_adversarial(
     ref_pcs = (torch.from_numpy(data.dense_rows(ref_rows)).to(dev) - pca_mean) @ pca_basis
     ref_codes = codes_all[ref_rows].to(dev)
     n_val_gen = max(len(ref_rows), 500)
-    val_gen_codes = ref_codes[torch.from_numpy(rng.integers(0, len(ref_rows), n_val_gen)).to(dev)]
+    val_pick = rng.integers(0, len(ref_rows), n_val_gen)
+    val_gen_codes = ref_codes[torch.from_numpy(val_pick).to(dev)]
+    val_gen_rows = ref_rows[val_pick]
 
     def make_opt(params, lr):
         # foreach kernels: one launch per group, not per tensor (the CPU default is per tensor)
@@ -218,7 +250,9 @@ def train_adversarial(
         was = net.training
         net.eval()
         w = one_hot_conditions(val_gen_codes, sizes)
-        x, _ = net(noise_fn(n_val_gen, gen, dev), w)
+        z, w, rows = latent_fn(w, val_gen_rows, gen, dev)
+        x, _ = net(z, w)
+        x, _ = observed(x, rows)
         net.train(was)
         return mmd_rbf((x.float() - pca_mean) @ pca_basis, ref_pcs)
 
@@ -261,19 +295,20 @@ def train_adversarial(
                 perm = rng.permutation(train_rows)
             else:
                 perm = rng.choice(train_rows, size=steps_per_epoch * settings.batch_size, p=row_p)
-            sums = {"d_loss": 0.0, "g_loss": 0.0, "class_real": 0.0, "class_fake": 0.0, "sparsity": 0.0}
+            sums = dict.fromkeys(("d_loss", "g_loss", "class_real", "class_fake", "sparsity", "mmd"), 0.0)
             n_d = n_g = 0
             for b in range(steps_per_epoch):
                 rows = np.sort(perm[b * settings.batch_size : (b + 1) * settings.batch_size])
                 x_real = torch.from_numpy(data.dense_rows(rows)).to(dev, non_blocking=True)
                 codes = codes_all[rows].to(dev)
                 w_real = one_hot_conditions(codes, sizes)
-                bsz = len(rows)
 
                 # ---- critic (+ auxiliary classifier on real cells with their real labels)
                 w_fake = fake_conditions(w_real)
                 with torch.no_grad():
-                    x_fake, _ = generator_f(noise_fn(bsz, gen, dev), w_fake)
+                    z, w_fake, fake_rows = latent_fn(w_fake, rows, gen, dev)
+                    x_fake, _ = generator_f(z, w_fake)
+                    x_fake, _ = observed(x_fake, fake_rows)
                 d_loss = loss.d_loss(discriminator_f(x_real, w_real), discriminator_f(x_fake, w_fake))
                 if loss.gradient_penalty:
                     d_loss = d_loss + loss.gradient_penalty * _gradient_penalty(
@@ -301,7 +336,9 @@ def train_adversarial(
                 _set_requires_grad(d_params, False)
                 for _ in range(settings.g_steps):
                     w_fake = fake_conditions(w_real)
-                    x_fake, pre = generator_f(noise_fn(bsz, gen, dev), w_fake)
+                    z, w_fake, fake_rows = latent_fn(w_fake, rows, gen, dev)
+                    x_fake, pre = generator_f(z, w_fake)
+                    x_fake, zeros = observed(x_fake, fake_rows, pre)
                     g_loss = loss.g_loss(discriminator_f(x_fake, w_fake))
                     cf = torch.zeros((), device=dev)
                     if classifier_f is not None and settings.class_weight:
@@ -310,11 +347,23 @@ def train_adversarial(
                             logits
                         )
                     sp_loss = torch.zeros((), device=dev)
-                    if settings.sparsity_weight and pre is not None:
-                        sp_loss = sparsity_loss(
-                            pre.float(), w_fake[0], target_zero, settings.sparsity_temperature
-                        )
-                    total = g_loss + settings.class_weight * cf + settings.sparsity_weight * sp_loss
+                    if settings.sparsity_weight and zeros is not None:
+                        sp_loss = sparsity_loss(zeros, w_fake[0], target_zero)
+                    mmd_loss = torch.zeros((), device=dev)
+                    if settings.mmd_weight:
+                        with torch.autocast(device_type=dev.type, enabled=False):
+                            mmd_loss = mmd2(
+                                (x_fake.float() - pca_mean) @ pca_basis,
+                                (x_real - pca_mean) @ pca_basis,
+                                cond_x=w_fake[0],
+                                cond_y=w_real[0],
+                            )
+                    total = (
+                        g_loss
+                        + settings.class_weight * cf
+                        + settings.sparsity_weight * sp_loss
+                        + settings.mmd_weight * mmd_loss
+                    )
                     opt_g.zero_grad(set_to_none=True)
                     fabric.backward(total)
                     if settings.grad_clip:
@@ -325,6 +374,7 @@ def train_adversarial(
                     sums["g_loss"] += g_loss.item()
                     sums["class_fake"] += cf.item()
                     sums["sparsity"] += sp_loss.item()
+                    sums["mmd"] += mmd_loss.item()
                     n_g += 1
                     g_step += 1
                 _set_requires_grad(d_params, True)
@@ -340,6 +390,7 @@ def train_adversarial(
                 "g_loss": sums["g_loss"] / max(n_g, 1),
                 "class_loss_fake": sums["class_fake"] / max(n_g, 1),
                 "sparsity_loss": sums["sparsity"] / max(n_g, 1),
+                "mmd_loss": sums["mmd"] / max(n_g, 1),
             }
             last_epoch = epoch + 1 == settings.epochs or stopped != "epochs"
             if g_step - last_val_step >= settings.val_every_steps or last_epoch:
