@@ -142,7 +142,7 @@ def main() -> None:
                     pd.DataFrame(rows).to_csv(args.out, index=False)
     table = pd.DataFrame(rows)
     cols = [*KEYS, "seed_distance_ratio_median"]
-    aug = [c for c in table.columns if c.endswith(("_recall", "_f1"))]
+    aug = [c for c in table.columns if c.startswith(("none_", "oversample_", "garage_"))]
     summary = table.groupby(["dataset", "leakage"])[cols + aug].agg(["mean", "std"])
     print(summary.round(3).to_string())
 

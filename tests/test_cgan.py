@@ -205,3 +205,20 @@ def test_mixed_precision_trains_and_samples(counts_adata):
     )
     s = m.sample(n=20, seed=0)
     assert np.isfinite(s.X.data).all() and s.n_obs == 20
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"loss": "wgan-gp", "mixed_precision": True},  # gradient penalties under Fabric's bf16 autocast
+        {"r1_weight": 1.0, "mixed_precision": True},
+        {"r1_weight": 1.0, "critic_space": "pca", "critic_components": 8},
+    ],
+)
+def test_gradient_penalties_and_pca_critic_train(counts_adata, options):
+    small = dict(epochs=2, val_every_steps=5, g_hidden=(32,), d_hidden=(32, 16), c_hidden=(16, 8))
+    m = models.get("cgan", **options, **small).fit(counts_adata, label_key="cell_type", progress=False)
+    assert all(np.isfinite(r["d_loss"]) for r in m.history)
+    if options.get("critic_space") == "pca":
+        proj = m.modules["discriminator"].projection
+        assert proj.basis.shape == (counts_adata.n_vars - 3, 8) and proj.basis.abs().sum() > 0

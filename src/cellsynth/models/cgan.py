@@ -108,12 +108,12 @@ class CGAN(SyntheticCellModel):
     default_params = {
         "z_dim": 64,
         "g_hidden": (256, 512, 1024),
-        "d_hidden": (1024, 512, 256),
+        "d_hidden": (256, 128),
         "c_hidden": (256, 128),
         "loss": "bce",
         "label_smoothing": 0.9,
         "d_dropout": 0.1,
-        "critic_space": "genes",
+        "critic_space": "pca",
         "critic_components": 128,
         **{f.name: f.default for f in fields(TrainSettings) if f.name in _TRAIN_KEYS and f.name != "extra"},
     }

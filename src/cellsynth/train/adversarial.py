@@ -48,7 +48,8 @@ class TrainSettings:
     class_weight: float = 1.0
     sparsity_weight: float = 50.0
     sparsity_temperature: float = 0.1
-    mmd_weight: float = 1.0
+    mmd_weight: float = 5.0
+    r1_weight: float = 10.0
     mix_prob: float = 0.1
     balance: float = 0.5
     ema_decay: float | None = 0.999
@@ -309,11 +310,23 @@ def train_adversarial(
                     z, w_fake, fake_rows = latent_fn(w_fake, rows, gen, dev)
                     x_fake, _ = generator_f(z, w_fake)
                     x_fake, _ = observed(x_fake, fake_rows)
-                d_loss = loss.d_loss(discriminator_f(x_real, w_real), discriminator_f(x_fake, w_fake))
+                if settings.r1_weight:
+                    # the raw module (under Fabric's autocast): Fabric forbids autograd.grad through its wrapper
+                    x_real.requires_grad_(True)
+                    with fabric.autocast():
+                        real_logits = discriminator(x_real, w_real)
+                else:
+                    real_logits = discriminator_f(x_real, w_real)
+                d_loss = loss.d_loss(real_logits, discriminator_f(x_fake, w_fake))
+                if settings.r1_weight:  # R1 (Mescheder et al. 2018): flat critic around real cells
+                    (grad,) = torch.autograd.grad(real_logits.float().sum(), x_real, create_graph=True)
+                    d_loss = d_loss + 0.5 * settings.r1_weight * grad.float().pow(2).sum(1).mean()
+                    x_real = x_real.detach()
                 if loss.gradient_penalty:
-                    d_loss = d_loss + loss.gradient_penalty * _gradient_penalty(
-                        discriminator_f, x_real, x_fake, w_real, gen
-                    )
+                    with fabric.autocast():
+                        d_loss = d_loss + loss.gradient_penalty * _gradient_penalty(
+                            discriminator, x_real, x_fake, w_real, gen
+                        )
                 c_loss = torch.zeros((), device=dev)
                 if classifier_f is not None:
                     logits = classifier_f(x_real)
@@ -350,12 +363,13 @@ def train_adversarial(
                     if settings.sparsity_weight and zeros is not None:
                         sp_loss = sparsity_loss(zeros, w_fake[0], target_zero)
                     mmd_loss = torch.zeros((), device=dev)
-                    if settings.mmd_weight:
+                    pure = w_fake[0].max(1).values >= 1.0  # mixed-label rows have no real counterpart
+                    if settings.mmd_weight and int(pure.sum()) >= 2:
                         with torch.autocast(device_type=dev.type, enabled=False):
                             mmd_loss = mmd2(
-                                (x_fake.float() - pca_mean) @ pca_basis,
-                                (x_real - pca_mean) @ pca_basis,
-                                cond_x=w_fake[0],
+                                (x_fake[pure].float() - pca_mean) @ pca_basis,
+                                (x_real.detach() - pca_mean) @ pca_basis,
+                                cond_x=w_fake[0][pure],
                                 cond_y=w_real[0],
                             )
                     total = (
