@@ -311,7 +311,7 @@ def train_adversarial(
                     x_fake, _ = generator_f(z, w_fake)
                     x_fake, _ = observed(x_fake, fake_rows)
                 if settings.r1_weight:
-                    # the raw module (under Fabric's autocast): Fabric forbids autograd.grad through its wrapper
+                    # the raw module under Fabric's autocast: Fabric forbids autograd.grad via its wrapper
                     x_real.requires_grad_(True)
                     with fabric.autocast():
                         real_logits = discriminator(x_real, w_real)
