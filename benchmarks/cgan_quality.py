@@ -31,8 +31,8 @@ from cellsynth.metrics import evaluate
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 KEYS = [
     "detection_auc", "detection_auc_logreg", "mmd", "wasserstein", "dcr_ratio", "mia_auc", "trts_accuracy",
-    "tstr_macro_f1", "tstr_rare_macro_f1", "zero_fraction_pearson", "ks_cell_zero_fraction", "ks_library_size",
-    "gene_corr_pearson",
+    "tstr_macro_f1", "tstr_rare_macro_f1", "zero_fraction_pearson", "ks_cell_zero_fraction",
+    "ks_library_size", "gene_corr_pearson",
 ]  # fmt: skip
 
 
