@@ -118,6 +118,10 @@ class CGAN(SyntheticCellModel):
         **{f.name: f.default for f in fields(TrainSettings) if f.name in _TRAIN_KEYS and f.name != "extra"},
     }
 
+    def _z_dim(self, n_genes: int) -> int:
+        """Dimension of the generator's input (seeded models may tie it to the data)."""
+        return int(self.params["z_dim"])
+
     def _critic_inputs(self, n_genes: int) -> int:
         space = self.params["critic_space"]
         if space == "genes":
@@ -138,7 +142,7 @@ class CGAN(SyntheticCellModel):
             critic = Projected(InputProjection(n_genes, n_in), critic)
             classifier = Projected(InputProjection(n_genes, n_in), classifier)
         return {
-            "generator": ConditionalGenerator(n_genes, sizes, p["z_dim"], p["g_hidden"], nonneg),
+            "generator": ConditionalGenerator(n_genes, sizes, self._z_dim(n_genes), p["g_hidden"], nonneg),
             "discriminator": critic,
             "classifier": classifier,
         }

@@ -26,9 +26,8 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ..nn.blocks import MLP, ConditionalNoise
-from .base import register
-from .cgan import CGAN, ConditionalGenerator
+from .base import _jsonable, register
+from .cgan import CGAN
 
 #: The GARAGE paper's training choices (`cellsynth fit --model garage --param ...` to use them).
 PAPER_PARAMS = {
@@ -127,14 +126,6 @@ class GARAGE(CGAN):
     def _build(self, sizes, n_genes):
         modules = super()._build(sizes, n_genes)
         z_dim = self._z_dim(n_genes)
-        if z_dim != self.params["z_dim"]:
-            p = self.params
-            nonneg = True if self.info is None else bool(self.info["preprocessing"]["nonnegative"])
-            gen = ConditionalGenerator(n_genes, sizes, p["z_dim"], p["g_hidden"], nonneg)
-            gen.z_dim = z_dim
-            gen.noise = ConditionalNoise(sizes, z_dim)
-            gen.net = MLP(z_dim, p["g_hidden"], n_genes, norm=True)
-            modules["generator"] = gen
         n_seeds = 0
         n_comps = 1
         if self.info is not None and "seeding" in self.info:
@@ -272,13 +263,3 @@ def _nearest_neighbour_median(coords: np.ndarray) -> float:
     dist, _ = NearestNeighbors(n_neighbors=2).fit(coords).kneighbors(coords)
     value = float(np.median(dist[:, 1]))
     return value if math.isfinite(value) and value > 0 else 1.0
-
-
-def _jsonable(d):
-    if isinstance(d, dict):
-        return {str(k): _jsonable(v) for k, v in d.items()}
-    if isinstance(d, list | tuple):
-        return [_jsonable(v) for v in d]
-    if isinstance(d, np.generic):
-        return d.item()
-    return d

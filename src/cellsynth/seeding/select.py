@@ -285,7 +285,4 @@ def training_features(data, *, use_rep: str | None = None, adata=None, n_comps: 
         if adata is None or use_rep not in adata.obsm:
             raise InputError(f"use_rep={use_rep!r} is not in adata.obsm; available: {list(adata.obsm)}")
         return np.asarray(adata.obsm[use_rep], dtype=np.float32)
-    import scanpy as sc
-
-    n_comps = max(1, min(n_comps, data.n_cells - 1, data.n_genes - 1))
-    return sc.pp.pca(data.X, n_comps=n_comps, random_state=seed).astype(np.float32)
+    return data.pca(n_comps, seed)[2]
