@@ -213,6 +213,8 @@ def test_mixed_precision_trains_and_samples(counts_adata):
         {"loss": "wgan-gp", "mixed_precision": True},  # gradient penalties under Fabric's bf16 autocast
         {"r1_weight": 1.0, "mixed_precision": True},
         {"r1_weight": 1.0, "critic_space": "pca", "critic_components": 8},
+        {"pack": 2, "critic_space": "pca", "critic_components": 8},  # PacGAN on the projected critic
+        {"pack": 2, "critic_space": "genes", "loss": "wgan-gp"},
     ],
 )
 def test_gradient_penalties_and_pca_critic_train(counts_adata, options):
@@ -222,3 +224,31 @@ def test_gradient_penalties_and_pca_critic_train(counts_adata, options):
     if options.get("critic_space") == "pca":
         proj = m.modules["discriminator"].projection
         assert proj.basis.shape == (counts_adata.n_vars - 3, 8) and proj.basis.abs().sum() > 0
+
+
+def test_count_overdispersion_is_estimated_learned_and_kept_on_save(tmp_path):
+    """count_noise="pln": a per-(type, gene) dispersion starts at the method-of-moments estimate."""
+    from cellsynth.data.celldata import CellData
+    from cellsynth.data.datasets import simulate
+    from cellsynth.models.cgan import label_dispersion
+
+    adata = simulate((400, 300), n_genes=80, dispersion=0.5, mean_library=3000, seed=1)
+    data = CellData.from_anndata(adata, label_key="cell_type")
+    phi = label_dispersion(data)
+    mean_counts = np.asarray(adata.X.mean(0)).ravel()[data.preprocessing.train_genes]
+    expressed = mean_counts > 5  # enough counts per cell to see the over-dispersion
+    assert expressed.sum() > 10
+    assert abs(np.median(phi[:, expressed]) - 0.5) < 0.1
+
+    small = dict(epochs=2, val_every_steps=5, g_hidden=(32,), d_hidden=(32, 16), c_hidden=(16, 8))
+    m = models.get("cgan", count_noise="pln", **small).fit(adata, label_key="cell_type", progress=False)
+    learned = m.modules["generator"].log_dispersion.detach().exp().numpy()
+    assert learned.shape == phi.shape and not np.allclose(learned, phi)  # trained, not frozen
+    s = m.sample(n=200, seed=0)
+    assert np.array_equal(s.X.data, np.round(s.X.data))
+    m.save(tmp_path / "pln")
+    again = load(tmp_path / "pln").sample(n=200, seed=0)
+    assert (again.X != s.X).nnz == 0
+    # a plain-Poisson model has no dispersion to learn
+    plain = models.get("cgan", **small).fit(adata, label_key="cell_type", progress=False)
+    assert plain.modules["generator"].log_dispersion is None

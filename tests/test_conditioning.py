@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 from torch.nn import functional as F
 
@@ -94,3 +96,66 @@ def test_count_observation_matches_real_normalisation_and_passes_gradients():
     rounded, p0r = CountObservation("rounding")(x.detach(), library, scale, g)
     # stochastic rounding never zeroes a gene whose rate is at least one count
     assert (rounded[:, 1:] > 0).all() and torch.equal(p0r[0], torch.tensor([1.0, 0.0, 0.0, 0.0]))
+
+
+def test_poisson_lognormal_observation_has_the_requested_overdispersion_and_learns_it():
+    """count_noise="pln": counts have mean rate and variance rate + φ·rate² (an NB's first two moments)."""
+    from cellsynth.train.observe import CountObservation
+
+    g = torch.Generator().manual_seed(0)
+    n = 20000
+    # a fourth gene with a large, nearly Poisson count keeps each cell's total (the normaliser) stable
+    x = torch.log1p(torch.tensor([[10.0, 10.0, 20.0, 10000.0]])).repeat(n, 1)
+    library = torch.full((n,), 10040.0)  # rates 10, 10, 20, 10000
+    phi = torch.tensor([[0.01, 0.5, 0.5, 1e-6]]).repeat(n, 1).requires_grad_(True)
+    obs, p0 = CountObservation("pln")(x, library, 1e4 / library, g, phi)
+    counts = torch.expm1(obs.detach()) * library[:, None] / 1e4  # ≈ counts (totals vary by ~1%)
+    rate = torch.tensor([10.0, 10.0, 20.0])
+    var = counts[:, :3].var(0)
+    expected = rate + phi[0, :3].detach() * rate**2  # 11, 60, 220
+    assert torch.allclose(counts[:, :3].mean(0), rate, rtol=0.03)
+    assert torch.allclose(var, expected, rtol=0.1), (var, expected)
+    # the zero probability is an unbiased estimate of the draw's own zero frequency
+    assert abs(p0.mean(0)[1] - (counts[:, 1] == 0).float().mean()) < 0.01
+    # the dispersion is reparameterised: it receives a gradient through the observed values
+    obs.pow(2).sum().backward()
+    assert torch.isfinite(phi.grad).all() and phi.grad[:, 1:3].abs().sum() > 0
+    with pytest.raises(ValueError, match="dispersion"):
+        CountObservation("pln")(x, library, 1e4 / library, g)
+
+
+def test_paired_conditional_mmd_is_not_biased_below_zero():
+    """Generated cells drawn for a real batch's own labels: leaving out the (i, i) pairs removes the bias."""
+    from cellsynth.metrics.distribution import mmd2
+
+    g = torch.Generator().manual_seed(0)
+    plain, paired = [], []
+    for _ in range(200):
+        labels = torch.randint(0, 3, (64,), generator=g)
+        w = F.one_hot(labels, 3).float()
+        centre = labels[:, None].float() * 2.0
+        x = centre + torch.randn(64, 5, generator=g)  # same distribution per label on both sides
+        y = centre + torch.randn(64, 5, generator=g)
+        plain.append(float(mmd2(x, y, cond_x=w, cond_y=w)))
+        paired.append(float(mmd2(x, y, cond_x=w, cond_y=w, paired=True)))
+    se = np.std(paired) / np.sqrt(len(paired))
+    assert np.mean(plain) < -5 * se  # the unpaired estimate is biased below zero
+    assert abs(np.mean(paired)) < 3 * se
+    with pytest.raises(ValueError, match="paired"):
+        mmd2(x, y[:10], paired=True)
+
+
+def test_packing_partners_share_the_label_and_are_other_cells():
+    from cellsynth.train.adversarial import same_label_partners
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.tensor([0, 1, 0, 2, 1, 0, 1, 1, 3, 3])
+    partner = same_label_partners(labels, g)
+    assert torch.equal(labels[partner], labels)
+    assert torch.equal(partner.sort().values, torch.arange(10))  # every cell is someone's partner once
+    alone = labels == 2
+    assert torch.equal(partner[alone], torch.nonzero(alone).ravel())  # a label's only cell pairs with itself
+    assert (partner[~alone] != torch.arange(10)[~alone]).all()
+    # random within a label: another draw pairs label 1's four cells differently
+    draws = {tuple(same_label_partners(labels, g)[labels == 1].tolist()) for _ in range(20)}
+    assert len(draws) > 1

@@ -59,3 +59,34 @@ def test_garage_genes_input_space_trains_and_samples(counts_adata):
     assert model.modules["generator"].z_dim == counts_adata.n_vars - 3  # expressed genes
     out = model.sample(200, seed=0)
     assert out.obs["from_seed"].any() and out.n_vars == counts_adata.n_vars
+
+
+def test_unconditional_garage_labels_its_cells_with_a_classifier_trained_on_real_cells(counts_adata):
+    """The paper's mode: the generator never sees the type; the auxiliary classifier names the cells."""
+    from cellsynth.errors import RequestError
+
+    model = models.get(
+        "garage", leakage=0.2, conditional=False, seed_method="random", **{**SMALL, "epochs": 6}
+    )
+    model.fit(counts_adata, label_key="cell_type", progress=False)
+    gen = model.modules["generator"]
+    # what the networks were given: the label frequencies, the same for every cell
+    prior = model._label_prior()
+    counts = counts_adata.obs["cell_type"].value_counts()
+    assert np.allclose(
+        prior.numpy(), [counts[c] / counts.sum() for c in model.info["categories"]["cell_type"]]
+    )
+    out = model.sample(400, seed=0)
+    assert "predicted" in out.uns["cellsynth"]["labels"]
+    assert out.obs["label_probability"].between(0, 1).all()
+    # labels come from the classifier: on REAL cells it recovers their types
+    real = counts_adata[:, :].copy()
+    real.layers["log1p"] = np.log1p(real.X.multiply(1e4 / real.X.sum(1)).tocsr())
+    model._predict_labels(real)
+    assert (real.obs["cell_type"].astype(str) == counts_adata.obs["cell_type"].astype(str)).mean() > 0.8
+    assert out.obs["cell_type"].nunique() >= 2
+    assert model.fit_record["labeller_accuracy"] > 0.8  # held-out real cells
+    for request in ({"per_type": {"alpha": 5}}, {"n": 5, "mix": {"alpha": 0.5, "beta": 0.5}}):
+        with pytest.raises(RequestError, match="unconditional"):
+            model.sample(**request)
+    assert gen.offset[0].shape[0] == 4  # the same networks as the conditional model

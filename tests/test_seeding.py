@@ -124,3 +124,26 @@ def test_gat_seeds_do_not_depend_on_row_order(counts_adata, gat_selection):
     seeds_a = set(adata.obs_names[adata.obs["is_seed"]])
     seeds_b = set(shuffled.obs_names[shuffled.obs["is_seed"]])
     assert seeds_a == seeds_b
+
+
+def test_large_graphs_train_on_cluster_subgraphs_and_still_score_every_node(counts_adata):
+    """Above ``batch_nodes`` the GAT trains on k-means-cluster subgraphs; scores cover the whole graph."""
+    from cellsynth.seeding.attention import _cluster_batches, train_gat_scores
+
+    rng = np.random.default_rng(0)
+    codes = np.repeat(np.arange(3), 120)
+    features = rng.normal(size=(360, 8)).astype(np.float32) + codes[:, None] * 3.0
+    edges = knn_graph(features, 5)
+    batches = _cluster_batches(features, edges, batch_nodes=100, seed=0)
+    assert len(batches) == 4
+    nodes = torch.cat([b[0] for b in batches])
+    assert torch.equal(nodes.sort().values, torch.arange(360))  # a partition of the nodes
+    kept = sum(b[1].shape[1] for b in batches)
+    assert kept > 0.8 * edges.shape[1]  # clusters follow the graph: few edges are cut
+    for sub_nodes, sub in batches:  # relabelled to the subgraph's own node numbers
+        assert int(sub.max()) < len(sub_nodes)
+    result = train_gat_scores(
+        features, edges, codes, batch_nodes=100, max_epochs=40, patience=10, progress=False
+    )
+    assert result.scores.shape == (360,) and np.isfinite(result.scores).all() and result.scores.std() > 0
+    assert result.val_balanced_accuracy > 0.9

@@ -17,17 +17,22 @@ def mmd2(
     scales: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0),
     cond_x: torch.Tensor | None = None,
     cond_y: torch.Tensor | None = None,
+    paired: bool = False,
 ) -> torch.Tensor:
     """Unbiased squared MMD with a sum of RBF kernels at several bandwidths, as a differentiable tensor.
 
     The bandwidths are ``scales`` × the median pairwise distance of the pooled sample (treated as a
     constant). With ``cond_x``/``cond_y`` (condition weight rows, one-hot or mixed), the kernel is the
     product of the RBF kernel and the conditions' inner product, so cells are only compared with cells
-    of the same type: a conditional MMD.
+    of the same type: a conditional MMD. ``paired``: ``x[i]`` was generated for ``y[i]``'s conditions,
+    so the cross term leaves out the pairs (i, i), whose conditions match by construction (with them
+    the estimate is biased below zero).
     """
     n, m = len(x), len(y)
     if n < 2 or m < 2:
         raise ValueError("MMD needs at least two cells on each side")
+    if paired and n != m:
+        raise ValueError(f"paired MMD needs as many cells on each side, got {n} and {m}")
     z = torch.cat([x, y])
     d2 = torch.cdist(z, z).pow(2)
     off = ~torch.eye(n + m, dtype=torch.bool, device=z.device)
@@ -37,7 +42,9 @@ def mmd2(
         c = torch.cat([cond_x, cond_y]).to(k.dtype)
         k = k * (c @ c.T)
     k = k * off  # unbiased: no self-similarities
-    return k[:n, :n].sum() / (n * (n - 1)) + k[n:, n:].sum() / (m * (m - 1)) - 2 * k[:n, n:].mean()
+    cross = k[:n, n:]
+    cross = (cross.sum() - cross.diagonal().sum()) / (n * (n - 1)) if paired else cross.mean()
+    return k[:n, :n].sum() / (n * (n - 1)) + k[n:, n:].sum() / (m * (m - 1)) - 2 * cross
 
 
 def mmd_rbf(

@@ -353,6 +353,10 @@ class SyntheticCellModel:
             sums = profile.sum(1, keepdims=True)
             profile = np.divide(profile, sums, out=np.zeros_like(profile), where=sums > 0)
             rate = profile * lib[:, None]
+            phi = self._dispersion(label_codes if label_w is None else None, label_w)
+            if phi is not None:  # Poisson–log-normal, as the model was trained (train.observe)
+                var = np.maximum(np.log1p(phi), 1e-8)
+                rate = rate * np.exp(np.sqrt(var) * rng.standard_normal(rate.shape) - 0.5 * var)
             if self.params.get("count_noise") == "rounding":  # as the model was trained (train.observe)
                 low = np.floor(rate)
                 counts = (low + (rng.random(rate.shape) < rate - low)).astype(np.float32)
@@ -371,6 +375,19 @@ class SyntheticCellModel:
         X = np.zeros((len(values), n_out), dtype=np.float32)
         X[:, cols] = values
         return X, None
+
+    @torch.no_grad()
+    def _dispersion(self, label_codes, label_w) -> np.ndarray | None:
+        """cells × genes count over-dispersion of a generator that learned one (else None)."""
+        generator = self.modules.get("generator")
+        if getattr(generator, "log_dispersion", None) is None:
+            return None
+        n_labels = generator.log_dispersion.shape[0]
+        if label_w is None:
+            w = torch.nn.functional.one_hot(torch.from_numpy(np.asarray(label_codes)), n_labels).float()
+        else:
+            w = torch.from_numpy(np.asarray(label_w, dtype=np.float32))
+        return generator.dispersion([w]).double().numpy()
 
     # ------------------------------------------------------------------ persistence
     def _check_fitted(self):

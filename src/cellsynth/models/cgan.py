@@ -32,7 +32,13 @@ class ConditionalGenerator(nn.Module):
     """
 
     def __init__(
-        self, n_genes: int, sizes: Sequence[int], z_dim: int, hidden: Sequence[int], nonnegative: bool
+        self,
+        n_genes: int,
+        sizes: Sequence[int],
+        z_dim: int,
+        hidden: Sequence[int],
+        nonnegative: bool,
+        dispersion: bool = False,
     ):
         super().__init__()
         self.z_dim = z_dim
@@ -40,6 +46,19 @@ class ConditionalGenerator(nn.Module):
         self.noise = ConditionalNoise(sizes, z_dim)
         self.net = MLP(z_dim, hidden, n_genes, norm=True)
         self.offset = nn.ParameterList([nn.Parameter(torch.zeros(n, n_genes)) for n in sizes])
+        # per-(label, gene) log over-dispersion of the count draw (count_noise="pln"; see train.observe)
+        self.log_dispersion = nn.Parameter(torch.full((sizes[0], n_genes), -2.0)) if dispersion else None
+
+    def dispersion(self, weights: Sequence[torch.Tensor]) -> torch.Tensor | None:
+        """cells × genes over-dispersion for cells with conditions ``weights`` (mixtures: geometric)."""
+        if self.log_dispersion is None:
+            return None
+        return torch.exp(weights[0].float() @ self.log_dispersion.float())
+
+    @torch.no_grad()
+    def init_dispersion(self, phi: torch.Tensor) -> None:
+        if self.log_dispersion is not None:
+            self.log_dispersion.copy_(torch.log(phi.clamp(1e-3, 1e2)))
 
     @torch.no_grad()
     def init_offset(self, label_mean: torch.Tensor, network_scale: float = 0.1) -> None:
@@ -97,6 +116,38 @@ def label_mean_profile(data) -> np.ndarray:
     return out
 
 
+def label_dispersion(data, floor: float = 1e-3, cap: float = 1e2) -> np.ndarray | None:
+    """labels × genes over-dispersion φ of each type's counts (method of moments).
+
+    With per-cell library sizes L_i and a type profile p, counts have mean L_i·p and variance
+    L_i·p + φ·(L_i·p)²; φ = (Σ(y − L_i p)² − Σ L_i p) / Σ (L_i p)², clipped to [floor, cap]. Computed
+    from sparse sums (Σy, Σy², Σ L·y), so no type's matrix is densified. None unless the data are
+    counts (``data.library`` set).
+    """
+    if data.library is None:
+        return None
+    codes = data.label.codes
+    out = np.full((data.label.n, data.n_genes), 0.1, dtype=np.float32)
+    for c in range(data.label.n):
+        rows = np.flatnonzero(codes == c)
+        if len(rows) < 2:
+            continue
+        y = sp.csr_matrix(data.X[rows], dtype=np.float64)
+        np.expm1(y.data, out=y.data)
+        y = sp.diags(1.0 / data.scale[rows].astype(np.float64)) @ y  # back to counts
+        lib = data.library[rows].astype(np.float64)
+        s1 = np.asarray(y.sum(0)).ravel()
+        s2 = np.asarray(y.multiply(y).sum(0)).ravel()
+        sl = np.asarray(y.T @ lib).ravel()
+        p = s1 / lib.sum()
+        # Σ(y − Lp)² = Σy² − 2pΣLy + p²ΣL²;  Σ Lp = p ΣL;  Σ(Lp)² = p² ΣL²
+        num = s2 - 2 * p * sl + p**2 * (lib**2).sum() - p * lib.sum()
+        den = p**2 * (lib**2).sum()
+        phi = np.divide(num, den, out=np.full_like(num, 0.1), where=den > 0)
+        out[c] = np.clip(phi, floor, cap)
+    return out
+
+
 _TRAIN_KEYS = {f.name for f in fields(TrainSettings)} - {"extra"}
 
 
@@ -122,6 +173,15 @@ class CGAN(SyntheticCellModel):
         """Dimension of the generator's input (seeded models may tie it to the data)."""
         return int(self.params["z_dim"])
 
+    def _learns_dispersion(self) -> bool:
+        """Poisson–log-normal count draws (``count_noise="pln"``) on count data."""
+        info = self.info
+        return (
+            self.params["count_noise"] == "pln"
+            and info is not None
+            and info["preprocessing"]["representation"] == "counts"
+        )
+
     def _critic_inputs(self, n_genes: int) -> int:
         space = self.params["critic_space"]
         if space == "genes":
@@ -136,13 +196,21 @@ class CGAN(SyntheticCellModel):
         n_in = self._critic_inputs(n_genes)
         if self.info is not None and "critic_components" in self.info:
             n_in = int(self.info["critic_components"])  # capped by the training data
-        critic = ProjectionDiscriminator(n_in, sizes, p["d_hidden"], dropout=p["d_dropout"])
+        pack = int(p["pack"])
+        critic = ProjectionDiscriminator(pack * n_in, sizes, p["d_hidden"], dropout=p["d_dropout"])
         classifier = ConditionClassifier(n_in, sizes, p["c_hidden"])
         if p["critic_space"] == "pca":
-            critic = Projected(InputProjection(n_genes, n_in), critic)
+            critic = Projected(InputProjection(n_genes, n_in), critic, pack=pack)
             classifier = Projected(InputProjection(n_genes, n_in), classifier)
         return {
-            "generator": ConditionalGenerator(n_genes, sizes, self._z_dim(n_genes), p["g_hidden"], nonneg),
+            "generator": ConditionalGenerator(
+                n_genes,
+                sizes,
+                self._z_dim(n_genes),
+                p["g_hidden"],
+                nonneg,
+                dispersion=self._learns_dispersion(),
+            ),
             "discriminator": critic,
             "classifier": classifier,
         }
@@ -185,6 +253,8 @@ class CGAN(SyntheticCellModel):
         latent_fn = self._training_latent(data, device=device, seed=seed, progress=progress)
         self._prepare_critic(data, seed)
         self.modules["generator"].init_offset(torch.from_numpy(label_mean_profile(data)))
+        if self._learns_dispersion():
+            self.modules["generator"].init_dispersion(torch.from_numpy(label_dispersion(data)))
         result = train_adversarial(
             self.modules["generator"],
             self.modules["discriminator"],

@@ -11,6 +11,11 @@ Input spaces: ``"pca"`` (seeds as their standardised coordinates on the training
 ``z_dim`` principal components, noise N(0, 1)) and ``"genes"`` (the paper's: noise U(−1, 1) of gene
 dimension, seeds as their expression scaled to [−1, 1]).
 
+Unconditional mode (``conditional=False``, the paper's): the networks never see the cell type (they get
+the training label frequencies instead), seed rows still carry seeds in the types' training proportions,
+and sampled cells are labelled by the auxiliary classifier, which learned the types on the real training
+cells; ``uns["cellsynth"]["labels"]`` says so and ``obs["label_probability"]`` holds its confidence.
+
 Copying guard: every cell sampled from a seed row records its distance to that seed (``obs``), relative
 to the typical distance between a training cell and its nearest other training cell. The model file
 holds the seeds' coordinates (``pca``) or profiles (``genes``): share samples, not GARAGE model files,
@@ -22,10 +27,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ..errors import InputError, RequestError
 from .base import _jsonable, register
 from .cgan import CGAN
 
@@ -114,6 +120,7 @@ class GARAGE(CGAN):
         "min_seeds_per_type": 2,
         "gat": {},
         "d_steps": 1,
+        "conditional": True,
     }
 
     # ------------------------------------------------------------------ networks
@@ -138,6 +145,15 @@ class GARAGE(CGAN):
         loss = super()._loss()
         loss.d_steps = int(self.params["d_steps"])
         return loss
+
+    def _settings(self):
+        settings = super()._settings()
+        settings.conditional = bool(self.params["conditional"])
+        return settings
+
+    @property
+    def conditional(self) -> bool:
+        return bool(self.params["conditional"])
 
     def _noise_fn(self):
         if self.params["input_space"] == "genes":
@@ -218,30 +234,85 @@ class GARAGE(CGAN):
 
         return latent_fn
 
+    def _fit(self, data, *, device, seed, progress):
+        super()._fit(data, device=device, seed=seed, progress=progress)
+        if not self.conditional:
+            self.fit_record["labeller_accuracy"] = _train_labeller(self.modules["classifier"], data, seed)
+
     # ------------------------------------------------------------------ sampling
+    def sample(self, n=None, *, per_type=None, mix=None, **kw):
+        if not self.conditional and (per_type or mix or kw.get("proportions", "real") != "real"):
+            raise RequestError(
+                "this GARAGE model is unconditional (conditional=False): it cannot generate chosen cell "
+                "types; sample --n cells and select by the predicted obs labels, or fit with conditional=True"
+            )
+        return super().sample(n, per_type=per_type, mix=mix, **kw)
+
     def _latent(self, weights, gen):
         bank = self.modules["seeds"]
         n_labels = weights[0].shape[1]
         source = GenerateFromSeeds(bank, n_labels, float(self.params["leakage"]), self._noise_fn())
+        # unconditional: seed rows still draw seeds in the training proportions of the types
         z, origin = source(weights, gen, torch.device("cpu"))
+        if not self.conditional:  # the generator sees the label frequencies, as in training
+            weights = [self._label_prior().expand(len(weights[0]), -1), *weights[1:]]
         return z, weights, origin
 
+    def _dispersion(self, label_codes, label_w):
+        if not self.conditional:  # as in training: the label frequencies, not the cell's label
+            n = len(label_codes) if label_w is None else len(label_w)
+            label_w = self._label_prior().expand(n, -1).numpy()
+        return super()._dispersion(None if label_w is not None else label_codes, label_w)
+
+    def _label_prior(self) -> torch.Tensor:
+        info = self.info
+        n_labels = len(info["categories"][info["label_key"]])
+        joint = np.asarray(info["joint"]["codes"], dtype=np.int64).reshape(
+            -1, 1 + len(info["condition_keys"])
+        )
+        counts = np.bincount(joint[:, 0], weights=np.asarray(info["joint"]["counts"]), minlength=n_labels)
+        return torch.from_numpy((counts / counts.sum()).astype(np.float32))
+
+    def _training_space(self, out) -> np.ndarray:
+        """Sampled cells in the training representation over the training genes (dense)."""
+        pre = self.info["preprocessing"]
+        values = out.layers["log1p"] if "log1p" in out.layers else out.X
+        cols = np.asarray(pre["train_genes"], dtype=np.int64)
+        if pre["gene_selection"] != "expressed":
+            cols = np.arange(len(cols))
+        x = values[:, cols]
+        return (x.toarray() if hasattr(x, "toarray") else np.asarray(x)).astype(np.float32)
+
+    @torch.no_grad()
+    def _predict_labels(self, out) -> None:
+        """Unconditional mode: label the cells with the auxiliary classifier trained on real cells."""
+        info = self.info
+        label_key = info["label_key"]
+        labels = info["categories"][label_key]
+        classifier = self.modules["classifier"].eval()
+        x = torch.from_numpy(self._training_space(out))
+        logits = torch.cat([classifier(chunk)[0] for chunk in x.split(4096)]) if len(x) else torch.zeros(0, 1)
+        prob = torch.softmax(logits.float(), -1)
+        codes = prob.argmax(-1).numpy()
+        out.obs[label_key] = pd.Categorical([labels[c] for c in codes], categories=labels)
+        out.obs["label_probability"] = prob.max(-1).values.numpy().astype(np.float32)
+        out.uns.setdefault("cellsynth", {})["labels"] = (
+            "predicted: unconditional GARAGE; each cell labelled by the auxiliary classifier trained on the "
+            "real training cells' labels (obs['label_probability'] is its confidence)"
+        )
+
     def _annotate(self, out, origins) -> None:
+        if not self.conditional:
+            self._predict_labels(out)
         origin = torch.cat([o.cpu() for o in origins]).numpy() if origins else np.zeros(0, dtype=np.int64)
         from_seed = origin >= 0
         out.obs["from_seed"] = from_seed
         distance = np.full(len(origin), np.nan)
         bank = self.modules["seeds"]
         if from_seed.any():
-            pre = self.info["preprocessing"]
-            values = out.layers["log1p"] if "log1p" in out.layers else out.X
-            cols = np.asarray(pre["train_genes"], dtype=np.int64)
-            if pre["gene_selection"] != "expressed":
-                cols = np.arange(len(cols))
             rows = np.flatnonzero(from_seed)
-            x = values[rows][:, cols]
-            x = x.toarray() if hasattr(x, "toarray") else np.asarray(x)
-            coords = (torch.from_numpy(x.astype(np.float32)) - bank.guard_mean) @ bank.guard_basis
+            x = self._training_space(out[rows])
+            coords = (torch.from_numpy(x) - bank.guard_mean) @ bank.guard_basis
             distance[rows] = (coords - bank.guard_coords[torch.from_numpy(origin[rows])]).norm(dim=1).numpy()
         ratio = distance / float(bank.guard_reference)
         out.obs["seed_distance"] = distance
@@ -263,3 +334,61 @@ def _nearest_neighbour_median(coords: np.ndarray) -> float:
     dist, _ = NearestNeighbors(n_neighbors=2).fit(coords).kneighbors(coords)
     value = float(np.median(dist[:, 1]))
     return value if math.isfinite(value) and value > 0 else 1.0
+
+
+def _train_labeller(
+    classifier: nn.Module, data, seed: int, max_epochs: int = 200, patience: int = 10
+) -> float:
+    """Train the classifier that names unconditional GARAGE's cells on the real training cells' types.
+
+    It starts from the auxiliary classifier the adversarial loop trained on real cells and continues
+    (Adam, class-balanced cross-entropy, minibatches of 256) until its held-out accuracy (a stratified
+    fifth of the cells) stops improving. Returns that held-out accuracy.
+    """
+    import copy
+
+    from torch.nn import functional as F
+
+    from ..seeding.attention import class_weights
+    from ..train.adversarial import split_validation
+
+    classifier.to("cpu")  # small; the data are on the CPU anyway
+    rng = np.random.default_rng(seed)
+    codes = data.label.codes
+    train, val = split_validation(codes, 0.2, rng)
+    if len(val) == 0:
+        val = train
+    x_val = torch.from_numpy(data.dense_rows(val))
+    y_val = torch.from_numpy(codes[val]).long()
+    weights = class_weights(codes[train], data.label.n)
+    opt = torch.optim.Adam(classifier.parameters(), lr=1e-3)
+
+    @torch.no_grad()
+    def accuracy() -> float:
+        classifier.eval()
+        pred = torch.cat([classifier(c)[0] for c in x_val.split(4096)]).argmax(-1)
+        return float((pred == y_val).float().mean())
+
+    best, state, stale = accuracy(), copy.deepcopy(classifier.state_dict()), 0
+    with torch.random.fork_rng(devices=[]):  # dropout: keep the global generator untouched
+        torch.manual_seed(seed)
+        for _ in range(max_epochs):
+            classifier.train()
+            perm = rng.permutation(train)
+            for b in range(0, len(perm), 256):
+                rows = np.sort(perm[b : b + 256])
+                logits = classifier(torch.from_numpy(data.dense_rows(rows)))[0]
+                loss = F.cross_entropy(logits, torch.from_numpy(codes[rows]).long(), weight=weights)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            acc = accuracy()
+            if acc > best:
+                best, state, stale = acc, copy.deepcopy(classifier.state_dict()), 0
+            else:
+                stale += 1
+                if stale >= patience:
+                    break
+    classifier.load_state_dict(state)
+    classifier.eval()
+    return best

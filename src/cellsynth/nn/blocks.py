@@ -122,12 +122,16 @@ class InputProjection(nn.Module):
 
 
 class Projected(nn.Module):
-    """``module(projection(x), *args)``."""
+    """``module(projection(x), *args)``; with ``pack`` > 1, ``x`` holds that many cells side by side
+    (PacGAN packing), each projected on its own."""
 
-    def __init__(self, projection: InputProjection, module: nn.Module):
+    def __init__(self, projection: InputProjection, module: nn.Module, pack: int = 1):
         super().__init__()
         self.projection = projection
         self.module = module
+        self.pack = pack
 
     def forward(self, x: torch.Tensor, *args):
+        if self.pack > 1:
+            return self.module(torch.cat([self.projection(c) for c in x.chunk(self.pack, dim=1)], 1), *args)
         return self.module(self.projection(x), *args)

@@ -46,19 +46,22 @@ class TrainSettings:
     g_steps: int = 1
     grad_clip: float | None = None
     class_weight: float = 1.0
+    conditional: bool = True  # False: the networks never see the cell type (GARAGE's unconditional mode)
     sparsity_weight: float = 50.0
     sparsity_temperature: float = 0.1
     mmd_weight: float = 5.0
+    pack: int = 1  # PacGAN: the critic judges this many cells of one type at a time (see same_label_partners)
     r1_weight: float = 10.0
     mix_prob: float = 0.1
     balance: float = 0.5
     ema_decay: float | None = 0.999
     val_fraction: float = 0.1
+    val_min_cells: int = 100  # small data: hold out up to 25% to reach this many validation cells
     val_every_steps: int = 100
     patience: int = 15
     mixed_precision: bool = False
     checkpoint_minutes: float = 2.0
-    count_noise: str = "poisson"  # poisson | rounding | none: see train.observe
+    count_noise: str = "poisson"  # poisson | pln | rounding | none: see train.observe
     extra: dict = field(default_factory=dict)
 
 
@@ -151,6 +154,27 @@ def sparsity_loss(zero_prob: torch.Tensor, label_w: torch.Tensor, target_zero: t
     return ((gen - real) ** 2).mean(-1).mul(mass[present] / mass.sum()).sum()
 
 
+def same_label_partners(labels: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+    """For each row, another row of the same label (random order within the label, cyclic); a label's
+    only row is its own partner.
+
+    PacGAN (Lin et al. 2018) with packing 2: the critic judges a cell together with a second cell of
+    its type, so it can see when generated cells of a type are too alike (a generator that only makes
+    typical cells passes a critic that sees one cell at a time).
+    """
+    n = len(labels)
+    noise = torch.randperm(n, generator=gen, device=labels.device)
+    order = torch.argsort(labels * n + noise)  # by label, randomly within a label
+    _, counts = torch.unique_consecutive(labels[order], return_counts=True)
+    starts = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    sizes = torch.repeat_interleave(counts, counts)
+    pos = torch.arange(n, device=labels.device)
+    nxt = starts + (pos - starts + 1) % sizes
+    partner = torch.empty_like(order)
+    partner[order] = order[nxt]
+    return partner
+
+
 def train_adversarial(
     generator: nn.Module,
     discriminator: nn.Module,
@@ -192,20 +216,28 @@ def train_adversarial(
     if settings.count_noise not in COUNT_NOISE:
         raise ValueError(f"count_noise must be one of {COUNT_NOISE}, got {settings.count_noise!r}")
     if settings.count_noise != "none" and data.library is not None:
+        if settings.count_noise == "pln" and getattr(generator, "dispersion", None) is None:
+            raise ValueError("count_noise='pln' needs a generator with a dispersion(weights) method")
         observe = CountObservation(settings.count_noise)
         library_all = torch.from_numpy(data.library)
         scale_all = torch.from_numpy(data.scale)
 
-    def observed(x, rows, pre=None):
+    def observed(x, rows, weights, pre=None, net=generator):
         """What the critic sees of generated ``x`` for cells paired with real ``rows``: (x, soft zeros)."""
         if observe is None:
             zeros = None if pre is None else soft_zero(pre.float(), settings.sparsity_temperature)
             return x, zeros
-        x_obs, p0 = observe(x, library_all[rows].to(dev), scale_all[rows].to(dev), gen)
+        phi = net.dispersion(weights) if settings.count_noise == "pln" else None
+        x_obs, p0 = observe(x, library_all[rows].to(dev), scale_all[rows].to(dev), gen, phi)
         zeros = None if pre is None else soft_zero(pre.float(), settings.sparsity_temperature, p0)
         return x_obs, zeros
 
-    train_rows, val_rows = split_validation(data.label.codes, settings.val_fraction, rng)
+    # early stopping must judge generalisation: with too few held-out cells the score is noise, and a
+    # score against training cells rewards reproducing the training sample itself
+    fraction = settings.val_fraction
+    if settings.val_min_cells and data.n_cells:
+        fraction = max(fraction, min(0.25, settings.val_min_cells / data.n_cells))
+    train_rows, val_rows = split_validation(data.label.codes, fraction, rng)
     target_zero = torch.from_numpy(zero_fraction_by_label(data, train_rows)).to(dev)
     codes_all = torch.from_numpy(data.codes)
     pca_mean, pca_basis = (t.to(dev) for t in _pca_basis(data, train_rows, 50, rng))
@@ -220,6 +252,14 @@ def train_adversarial(
     val_pick = rng.integers(0, len(ref_rows), n_val_gen)
     val_gen_codes = ref_codes[torch.from_numpy(val_pick).to(dev)]
     val_gen_rows = ref_rows[val_pick]
+    prior = None
+    if not settings.conditional:  # every cell is given the training label frequencies instead of its label
+        freq = np.bincount(data.label.codes, minlength=sizes[0]).astype(np.float32)
+        prior = torch.from_numpy(freq / freq.sum()).to(dev)
+
+    def as_given(w: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The conditions the networks see (the label hidden in unconditional training)."""
+        return w if prior is None else [prior.expand(len(w[0]), -1), *w[1:]]
 
     def make_opt(params, lr):
         # foreach kernels: one launch per group, not per tensor (the CPU default is per tensor)
@@ -252,14 +292,15 @@ def train_adversarial(
         net.eval()
         w = one_hot_conditions(val_gen_codes, sizes)
         z, w, rows = latent_fn(w, val_gen_rows, gen, dev)
+        w = as_given(w)
         x, _ = net(z, w)
-        x, _ = observed(x, rows)
+        x, _ = observed(x, rows, w, net=net)
         net.train(was)
         return mmd_rbf((x.float() - pca_mean) @ pca_basis, ref_pcs)
 
     def fake_conditions(w_real: list[torch.Tensor]) -> list[torch.Tensor]:
         """The real batch's conditions, with a fraction of labels mixed with another cell's label."""
-        if settings.mix_prob <= 0 or len(w_real[0]) < 2:
+        if settings.mix_prob <= 0 or len(w_real[0]) < 2 or prior is not None:
             return w_real
         b = len(w_real[0])
         mixed = torch.rand(b, generator=gen, device=dev) < settings.mix_prob
@@ -303,21 +344,33 @@ def train_adversarial(
                 x_real = torch.from_numpy(data.dense_rows(rows)).to(dev, non_blocking=True)
                 codes = codes_all[rows].to(dev)
                 w_real = one_hot_conditions(codes, sizes)
+                if settings.pack > 1:  # generated row i was drawn for real row i's label: same pairing
+                    # unconditional: fake pairs cannot share a hidden label, so real pairs do not either
+                    group = codes[:, 0] if prior is None else torch.zeros_like(codes[:, 0])
+                    partners = [same_label_partners(group, gen) for _ in range(settings.pack - 1)]
+
+                    def packed(x, partners=partners):
+                        return torch.cat([x, *(x[p] for p in partners)], dim=1)
+                else:
+
+                    def packed(x):
+                        return x
 
                 # ---- critic (+ auxiliary classifier on real cells with their real labels)
                 w_fake = fake_conditions(w_real)
                 with torch.no_grad():
                     z, w_fake, fake_rows = latent_fn(w_fake, rows, gen, dev)
+                    w_fake = as_given(w_fake)
                     x_fake, _ = generator_f(z, w_fake)
-                    x_fake, _ = observed(x_fake, fake_rows)
+                    x_fake, _ = observed(x_fake, fake_rows, w_fake)
                 if settings.r1_weight:
                     # the raw module under Fabric's autocast: Fabric forbids autograd.grad via its wrapper
                     x_real.requires_grad_(True)
                     with fabric.autocast():
-                        real_logits = discriminator(x_real, w_real)
+                        real_logits = discriminator(packed(x_real), as_given(w_real))
                 else:
-                    real_logits = discriminator_f(x_real, w_real)
-                d_loss = loss.d_loss(real_logits, discriminator_f(x_fake, w_fake))
+                    real_logits = discriminator_f(packed(x_real), as_given(w_real))
+                d_loss = loss.d_loss(real_logits, discriminator_f(packed(x_fake), w_fake))
                 if settings.r1_weight:  # R1 (Mescheder et al. 2018): flat critic around real cells
                     (grad,) = torch.autograd.grad(real_logits.float().sum(), x_real, create_graph=True)
                     d_loss = d_loss + 0.5 * settings.r1_weight * grad.float().pow(2).sum(1).mean()
@@ -325,7 +378,7 @@ def train_adversarial(
                 if loss.gradient_penalty:
                     with fabric.autocast():
                         d_loss = d_loss + loss.gradient_penalty * _gradient_penalty(
-                            discriminator, x_real, x_fake, w_real, gen
+                            discriminator, packed(x_real), packed(x_fake), as_given(w_real), gen
                         )
                 c_loss = torch.zeros((), device=dev)
                 if classifier_f is not None:
@@ -350,11 +403,12 @@ def train_adversarial(
                 for _ in range(settings.g_steps):
                     w_fake = fake_conditions(w_real)
                     z, w_fake, fake_rows = latent_fn(w_fake, rows, gen, dev)
+                    w_fake = as_given(w_fake)
                     x_fake, pre = generator_f(z, w_fake)
-                    x_fake, zeros = observed(x_fake, fake_rows, pre)
-                    g_loss = loss.g_loss(discriminator_f(x_fake, w_fake))
+                    x_fake, zeros = observed(x_fake, fake_rows, w_fake, pre)
+                    g_loss = loss.g_loss(discriminator_f(packed(x_fake), w_fake))
                     cf = torch.zeros((), device=dev)
-                    if classifier_f is not None and settings.class_weight:
+                    if classifier_f is not None and settings.class_weight and prior is None:
                         logits = classifier_f(x_fake)
                         cf = sum(soft_cross_entropy(lg, w_fake[k]) for k, lg in enumerate(logits)) / len(
                             logits
@@ -364,13 +418,20 @@ def train_adversarial(
                         sp_loss = sparsity_loss(zeros, w_fake[0], target_zero)
                     mmd_loss = torch.zeros((), device=dev)
                     pure = w_fake[0].max(1).values >= 1.0  # mixed-label rows have no real counterpart
-                    if settings.mmd_weight and int(pure.sum()) >= 2:
+                    if prior is not None and settings.mmd_weight:
+                        with torch.autocast(device_type=dev.type, enabled=False):
+                            mmd_loss = mmd2(
+                                (x_fake.float() - pca_mean) @ pca_basis,
+                                (x_real.detach() - pca_mean) @ pca_basis,
+                            )
+                    elif settings.mmd_weight and int(pure.sum()) >= 2:
                         with torch.autocast(device_type=dev.type, enabled=False):
                             mmd_loss = mmd2(
                                 (x_fake[pure].float() - pca_mean) @ pca_basis,
-                                (x_real.detach() - pca_mean) @ pca_basis,
+                                (x_real.detach()[pure] - pca_mean) @ pca_basis,
                                 cond_x=w_fake[0][pure],
-                                cond_y=w_real[0],
+                                cond_y=w_real[0][pure],
+                                paired=True,
                             )
                     total = (
                         g_loss
