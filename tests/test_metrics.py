@@ -156,18 +156,40 @@ def test_verdict_honours_direction(direction, target, good, bad, control):
 
 def test_verdicts_in_table_follow_declared_directions():
     m = Metrics(
-        {"detection_auc": 0.9, "gene_mean_pearson": 0.99, "wasserstein": 10.0},
+        {
+            "detection_auc": 0.7,
+            "gene_mean_pearson": 0.99,
+            "wasserstein": 10.0,
+            "dcr_ratio": 0.1,
+            "mia_auc": 0.5,
+        },
         {"detection_auc": 0.5, "gene_mean_pearson": 0.95, "wasserstein": 5.0},
         None,
         {},
     )
     load_families()  # registers every metric
-    verdicts = dict(zip(m.table()["metric"], m.table()["verdict"], strict=True))
-    assert verdicts == {
+    table = m.table().set_index("metric")
+    assert table["verdict"].to_dict() == {
         "detection_auc": "worse than real data",
         "gene_mean_pearson": "as good as real data",
         "wasserstein": "worse than real data",
+        "dcr_ratio": "looks copied",  # privacy: a fixed threshold, the same words as in the report
+        "mia_auc": "no membership leak",
     }
+    assert table["level"].to_dict() == {
+        "detection_auc": "bad",
+        "gene_mean_pearson": "good",
+        "wasserstein": "bad",
+        "dcr_ratio": "bad",
+        "mia_auc": "good",
+    }
+    assert table.loc["dcr_ratio", "control_verdict"] == "no control"
+    # a value computed on REAL alone is a reference, not something to judge
+    ref = Metrics({"ari_real": 0.8}, {"ari_real": 0.8}, None, {}).table()
+    assert ref["verdict"].tolist() == ["reference"] and ref["level"].tolist() == ["none"]
+    # a fixed threshold that fires overrides the comparison with the control
+    easy = Metrics({"detection_auc": 0.9}, {"detection_auc": 0.89}, None, {}).table()
+    assert easy["verdict"].tolist() == ["easily told apart"] and easy["level"].tolist() == ["bad"]
 
 
 def test_gene_names_must_match(halves):

@@ -70,12 +70,14 @@ ARI_REAL = metric(
     "biology",
     "maximize",
     "Reference: adjusted Rand index of the same Leiden clustering run on REAL against its labels.",
+    reference=True,
 )
 NMI_REAL = metric(
     "nmi_real",
     "biology",
     "maximize",
     "Reference: normalised mutual information of the same Leiden clustering run on REAL.",
+    reference=True,
 )
 MARKER_OVERLAP = metric(
     "marker_overlap",

@@ -7,7 +7,6 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .._io import write_text_atomic
-from ..metrics.base import METRICS, EvalContext, Metrics
+from ..metrics.base import CHECKS, METRICS, PRIVACY_FAMILY, VERDICT_LEVEL, EvalContext, Metrics
 
 FAMILY_ORDER = ("distribution", "detection", "genes", "biology", "privacy")
 FAMILY_TITLES = {
@@ -25,28 +24,6 @@ FAMILY_TITLES = {
     "biology": "Biology: are the cell types right?",
     "privacy": "Privacy: were training cells copied?",
 }
-
-
-@dataclass(frozen=True)
-class Check:
-    """A fixed threshold on a metric, for what a control cannot judge (copying) or must not hide."""
-
-    bad: Callable[[float], bool]
-    bad_text: str
-    good: Callable[[float], bool]
-    good_text: str
-
-
-# From the measurements in the evaluation issue: the training cells themselves reach a detection AUC of
-# 0.53 but a DCR ratio of 0.00, so a real-vs-real control cannot flag copying (a TRAIN subsample *is* a
-# copy) and privacy metrics are judged on fixed thresholds; a gene-independent NB fit reaches 0.89.
-CHECKS: dict[str, Check] = {
-    "detection_auc": Check(lambda v: v > 0.75, "easily told apart", lambda v: v <= 0.6, "hard to tell apart"),
-    "dcr_ratio": Check(lambda v: v < 0.5, "looks copied", lambda v: v >= 0.9, "no sign of copying"),
-    "exact_copy_fraction": Check(lambda v: v > 0.01, "exact copies", lambda v: v == 0, "no exact copies"),
-    "mia_auc": Check(lambda v: v > 0.65, "membership leaks", lambda v: v <= 0.55, "no membership leak"),
-}
-PRIVACY_FAMILY = "privacy"
 
 
 def write_report(
@@ -392,10 +369,10 @@ def overall_verdict(metrics: Metrics, ctx: EvalContext | None = None) -> tuple[s
             s.append(f"No synthetic cells were generated for {len(missing)} type(s): {shown}.")
     table = metrics.table()
     if len(table):
-        judged = table[(table["family"] != PRIVACY_FAMILY) & table["verdict"].isin(_VERDICT_CLASS)]
-        judged = judged[judged["verdict"].map(_VERDICT_CLASS).isin(["good", "bad"])]
+        judged = table[(table["family"] != PRIVACY_FAMILY) & table["control_verdict"].isin(VERDICT_LEVEL)]
+        judged = judged[judged["control_verdict"].map(VERDICT_LEVEL).isin(["good", "bad"])]
         if len(judged):
-            k = int((judged["verdict"] == "as good as real data").sum())
+            k = int((judged["control_verdict"] == "as good as real data").sum())
             s.append(f"{k} of {len(judged)} metrics with a real-vs-real control are as good as real data.")
     return level, headline[0].upper() + headline[1:], s
 
@@ -417,7 +394,7 @@ def _summary_table(metrics: Metrics) -> str:
             f'<tr class="family"><th colspan="5">{_e(FAMILY_TITLES.get(fam, fam.capitalize()))}</th></tr>'
         )
         for rec in part.itertuples(index=False):
-            cls, text = judge(rec.metric, rec.family, _num(rec.value), rec.verdict)
+            cls, text = rec.level, rec.verdict
             rows.append(
                 "<tr>"
                 f'<td><code>{_e(rec.metric)}</code><div class="dir">{_e(_direction(rec.metric))}</div></td>'
@@ -441,28 +418,6 @@ def _summary_table(metrics: Metrics) -> str:
 
 
 _BAR_COLORS = {"good": "#5aa469", "warn": "#e0b341", "bad": "#d0544b"}
-
-_VERDICT_CLASS = {
-    "as good as real data": "good",
-    "worse than real data": "bad",
-    "no control": "none",
-    "not computed": "none",
-}
-
-
-def judge(name: str, family: str, value: float | None, control_verdict: str) -> tuple[str, str]:
-    """CSS class (good/warn/bad/none) and text of one metric's verdict in the summary table.
-
-    The verdict against the control stands, except that a fixed threshold (:data:`CHECKS`) that
-    fires overrides it, and privacy metrics are judged on their thresholds alone.
-    """
-    check = CHECKS.get(name)
-    if check is not None and value is not None:
-        if check.bad(value):
-            return "bad", check.bad_text
-        if family == PRIVACY_FAMILY or control_verdict == "no control":
-            return ("good", check.good_text) if check.good(value) else ("warn", "borderline")
-    return _VERDICT_CLASS.get(control_verdict, "none"), control_verdict
 
 
 def _direction(name: str) -> str:
