@@ -241,7 +241,7 @@ def test_count_overdispersion_is_estimated_learned_and_kept_on_save(tmp_path):
     assert abs(np.median(phi[:, expressed]) - 0.5) < 0.1
 
     small = dict(epochs=2, val_every_steps=5, g_hidden=(32,), d_hidden=(32, 16), c_hidden=(16, 8))
-    m = models.get("cgan", count_noise="pln", **small).fit(adata, label_key="cell_type", progress=False)
+    m = models.get("cgan", **small).fit(adata, label_key="cell_type", progress=False)  # pln: the default
     learned = m.modules["generator"].log_dispersion.detach().exp().numpy()
     assert learned.shape == phi.shape and not np.allclose(learned, phi)  # trained, not frozen
     s = m.sample(n=200, seed=0)
@@ -250,5 +250,7 @@ def test_count_overdispersion_is_estimated_learned_and_kept_on_save(tmp_path):
     again = load(tmp_path / "pln").sample(n=200, seed=0)
     assert (again.X != s.X).nnz == 0
     # a plain-Poisson model has no dispersion to learn
-    plain = models.get("cgan", **small).fit(adata, label_key="cell_type", progress=False)
+    plain = models.get("cgan", count_noise="poisson", **small).fit(
+        adata, label_key="cell_type", progress=False
+    )
     assert plain.modules["generator"].log_dispersion is None
