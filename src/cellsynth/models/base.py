@@ -51,6 +51,9 @@ def get(name: str, **params) -> SyntheticCellModel:
     return _REGISTRY[name](**params)
 
 
+_OUTPUT_ROWS = 2048  # cells per block when drawing output counts (bounds the dense work arrays)
+
+
 class SyntheticCellModel:
     """Base class: fit on an AnnData, sample labelled synthetic cells, save and load safely.
 
@@ -349,20 +352,27 @@ class SyntheticCellModel:
                 pool = np.asarray(pre["library_sizes"][labels[c]])
                 idx = label_codes == c
                 lib[idx] = rng.choice(pool, size=int(idx.sum()))
-            profile = np.expm1(values.astype(np.float64))
-            sums = profile.sum(1, keepdims=True)
-            profile = np.divide(profile, sums, out=np.zeros_like(profile), where=sums > 0)
-            rate = profile * lib[:, None]
-            phi = self._dispersion(label_codes if label_w is None else None, label_w)
-            if phi is not None:  # Poisson–log-normal, as the model was trained (train.observe)
-                var = np.maximum(np.log1p(phi), 1e-8)
-                rate = rate * np.exp(np.sqrt(var) * rng.standard_normal(rate.shape) - 0.5 * var)
-            if self.params.get("count_noise") == "rounding":  # as the model was trained (train.observe)
-                low = np.floor(rate)
-                counts = (low + (rng.random(rate.shape) < rate - low)).astype(np.float32)
-            else:
-                counts = rng.poisson(rate).astype(np.float32)
-            X = widen(counts)
+            blocks = []
+            for start in range(0, len(values), _OUTPUT_ROWS):  # dense float64 work arrays, a block at a time
+                sl = slice(start, start + _OUTPUT_ROWS)
+                profile = np.expm1(values[sl].astype(np.float64))
+                sums = profile.sum(1, keepdims=True)
+                profile = np.divide(profile, sums, out=np.zeros_like(profile), where=sums > 0)
+                rate = profile * lib[sl, None]
+                del profile
+                phi = self._dispersion(
+                    label_codes[sl] if label_w is None else None, None if label_w is None else label_w[sl]
+                )
+                if phi is not None:  # Poisson–log-normal, as the model was trained (train.observe)
+                    var = np.maximum(np.log1p(phi), 1e-8)
+                    rate *= np.exp(np.sqrt(var) * rng.standard_normal(rate.shape) - 0.5 * var)
+                if self.params.get("count_noise") == "rounding":  # as the model was trained (train.observe)
+                    low = np.floor(rate)
+                    counts = (low + (rng.random(rate.shape) < rate - low)).astype(np.float32)
+                else:
+                    counts = rng.poisson(rate).astype(np.float32)
+                blocks.append(widen(counts))
+            X = sp.vstack(blocks, format="csr")
             totals = np.asarray(X.sum(1)).ravel()
             logn = X.copy()
             scale = np.divide(pre["target_sum"], totals, out=np.zeros_like(totals), where=totals > 0)
