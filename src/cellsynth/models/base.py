@@ -270,15 +270,21 @@ class SyntheticCellModel:
         return out
 
     # ------------------------------------------------------------------ sampling helpers
-    def _plan(self, n, per_type, proportions, mix, rng):
-        """Decide each synthetic cell's condition codes (and soft label weights when mixing)."""
+    def _joint(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The training cells' condition combinations: ``(codes, counts, label_counts)``."""
         info = self.info
-        labels = info["categories"][info["label_key"]]
         joint = np.asarray(info["joint"]["codes"], dtype=np.int64).reshape(
             -1, 1 + len(info["condition_keys"])
         )
         joint_counts = np.asarray(info["joint"]["counts"], dtype=np.float64)
-        label_counts = np.bincount(joint[:, 0], weights=joint_counts, minlength=len(labels))
+        n_labels = len(info["categories"][info["label_key"]])
+        return joint, joint_counts, np.bincount(joint[:, 0], weights=joint_counts, minlength=n_labels)
+
+    def _plan(self, n, per_type, proportions, mix, rng):
+        """Decide each synthetic cell's condition codes (and soft label weights when mixing)."""
+        info = self.info
+        labels = info["categories"][info["label_key"]]
+        joint, joint_counts, label_counts = self._joint()
 
         def draw(label_code: int, k: int) -> np.ndarray:
             rows = np.flatnonzero(joint[:, 0] == label_code)

@@ -259,18 +259,14 @@ class GARAGE(CGAN):
         return z, weights, origin
 
     def _dispersion(self, label_codes, label_w):
-        if not self.conditional:  # as in training: the label frequencies, not the cell's label
-            n = len(label_codes) if label_w is None else len(label_w)
-            label_w = self._label_prior().expand(n, -1).numpy()
-        return super()._dispersion(None if label_w is not None else label_codes, label_w)
+        if self.conditional:
+            return super()._dispersion(label_codes, label_w)
+        n = len(label_codes) if label_w is None else len(label_w)  # as in training: the label frequencies
+        return super()._dispersion(None, self._label_prior().expand(n, -1).numpy())
 
     def _label_prior(self) -> torch.Tensor:
-        info = self.info
-        n_labels = len(info["categories"][info["label_key"]])
-        joint = np.asarray(info["joint"]["codes"], dtype=np.int64).reshape(
-            -1, 1 + len(info["condition_keys"])
-        )
-        counts = np.bincount(joint[:, 0], weights=np.asarray(info["joint"]["counts"]), minlength=n_labels)
+        """The training label frequencies: what an unconditional model's networks see as the label."""
+        counts = self._joint()[2]
         return torch.from_numpy((counts / counts.sum()).astype(np.float32))
 
     def _training_space(self, out) -> np.ndarray:
