@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 from torch.nn import functional as F
 
@@ -159,3 +160,65 @@ def test_packing_partners_share_the_label_and_are_other_cells():
     # random within a label: another draw pairs label 1's four cells differently
     draws = {tuple(same_label_partners(labels, g)[labels == 1].tolist()) for _ in range(20)}
     assert len(draws) > 1
+
+
+def _fit_spread(loss_fn, steps=1500):
+    """Fit x = mu + s·eps per (label, gene) to targets with ``loss_fn(x, label_w)``; small batches."""
+    g = torch.Generator().manual_seed(0)
+    mu = torch.zeros(2, 3, requires_grad=True)
+    log_s = torch.zeros(2, 3, requires_grad=True)
+    opt = torch.optim.Adam([mu, log_s], lr=0.01)
+    for _ in range(steps):
+        labels = torch.randint(0, 2, (12,), generator=g)  # ~6 cells per label and batch
+        w = F.one_hot(labels, 2).float()
+        x = mu[labels] + torch.exp(log_s[labels]) * torch.randn(12, 3, generator=g)
+        opt.zero_grad()
+        loss_fn(x, w).backward()
+        opt.step()
+    return mu.detach(), torch.exp(2 * log_s.detach())
+
+
+def test_moment_match_recovers_mean_and_variance_without_shrinking_the_spread():
+    from cellsynth.train.adversarial import MomentMatch
+
+    mean = torch.tensor([[1.0, -2.0, 0.5], [3.0, 0.0, 1.0]])
+    var = torch.tensor([[4.0, 1.0, 2.0], [0.5, 9.0, 1.0]])
+    match = MomentMatch(mean, var, decay=0.9)
+    mu, v = _fit_spread(match)
+    assert torch.allclose(mu, mean, atol=0.3)
+    assert 0.8 < float((v / var).mean()) < 1.25
+    assert torch.allclose(v.log(), var.log(), atol=0.5)
+
+    def naive(x, w):  # squared error of the batch's own moments: its variance term shrinks the spread
+        m = w.sum(0)[:, None].clamp_min(2)
+        bm = (w.T @ x) / m
+        bv = (w.T @ (x * x)) / m - bm**2
+        return ((bm - mean) ** 2).sum() + ((bv - var) ** 2).sum()
+
+    _, v_naive = _fit_spread(naive)
+    assert (v_naive / var).mean() < 0.9 * (v / var).mean()
+
+
+def test_moments_by_label_match_dense_computation():
+    from cellsynth.train.adversarial import moments_by_label
+
+    rng = np.random.default_rng(0)
+    X = sp.random(40, 7, density=0.4, random_state=0, format="csr", dtype=np.float32)
+    codes = rng.integers(0, 3, 40)
+
+    class _Label:
+        n = 3
+
+    class _Data:
+        pass
+
+    data = _Data()
+    data.X, data.label = X, _Label()
+    data.label.codes = codes
+    rows = np.arange(3, 37)
+    mean, var = moments_by_label(data, rows)
+    dense = X.toarray()
+    for c in range(3):
+        part = dense[rows][codes[rows] == c]
+        np.testing.assert_allclose(mean[c], part.mean(0), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(var[c], part.var(0), rtol=1e-4, atol=1e-6)

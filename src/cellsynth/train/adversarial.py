@@ -49,6 +49,9 @@ class TrainSettings:
     conditional: bool = True  # False: the networks never see the cell type (GARAGE's unconditional mode)
     sparsity_weight: float = 50.0
     sparsity_temperature: float = 0.1
+    moment_weight: float = 0.0  # per-(type, gene) mean and variance match, see moment_surrogate
+    moment_decay: float = 0.9  # running estimate of the generated moments (per generator step)
+    lr_marginal: float | None = None  # learning rate of per-(type, gene) parameters (None: lr_g)
     mmd_weight: float = 5.0
     pack: int = 1  # PacGAN: the critic judges this many cells of one type at a time (see same_label_partners)
     r1_weight: float = 10.0
@@ -126,6 +129,69 @@ def balanced_row_weights(labels: np.ndarray, balance: float) -> np.ndarray | Non
     counts = np.bincount(labels)
     w = counts[labels].astype(np.float64) ** (-balance)
     return w / w.sum()
+
+
+def moments_by_label(data: CellData, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """labels × genes mean and variance of the training representation among ``rows`` (sparse sums)."""
+    X = data.X[rows]
+    X = (
+        sp.csr_matrix(X, dtype=np.float64)
+        if sp.issparse(X)
+        else sp.csr_matrix(np.asarray(X, dtype=np.float64))
+    )
+    codes = data.label.codes[rows]
+    onehot = sp.csr_matrix(
+        (np.ones(len(rows)), (codes, np.arange(len(rows)))), shape=(data.label.n, len(rows))
+    )
+    n = np.maximum(np.asarray(onehot.sum(axis=1)).ravel(), 1)[:, None]
+    mean = np.asarray((onehot @ X).todense()) / n
+    sq = np.asarray((onehot @ X.multiply(X)).todense()) / n
+    return mean.astype(np.float32), np.maximum(sq - mean**2, 0).astype(np.float32)
+
+
+class MomentMatch:
+    """Per-(type, gene) mean and variance of generated (observed) cells pulled towards the real ones.
+
+    A squared error of minibatch moments would be biased: with ~10 cells of a type per batch, the
+    batch moment's own variance is part of the error, and its gradient shrinks the spread of generated
+    cells. Instead a running estimate ``m̄`` of the generated moments (no gradient, ``decay`` per step)
+    supplies the residual and the batch supplies the direction: the surrogate ``Σ (m̄ − m*) · m_batch``
+    has the gradient of ``½ Σ (m̄ − m*)²`` without the variance term. Types weigh by their share of the
+    batch; genes are averaged.
+    """
+
+    def __init__(self, mean: torch.Tensor, var: torch.Tensor, decay: float):
+        self.target = torch.stack([mean, var])  # 2 × labels × genes
+        self.running = torch.zeros_like(self.target)
+        self.seen = torch.zeros(mean.shape[0], dtype=torch.bool, device=mean.device)
+        self.decay = decay
+
+    def __call__(self, x: torch.Tensor, label_w: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        mass = label_w.sum(0)
+        present = mass > 0
+        if not bool(present.any()):
+            return torch.zeros((), device=x.device)
+        w = label_w[:, present].T.float()  # present labels × cells
+        m = mass[present, None]
+        mean = (w @ x) / m
+        # unbiased within the batch (a label's single cell says nothing about its variance)
+        var = ((w @ (x * x)) / m - mean**2) * (m / (m - 1).clamp_min(1e-6)) * (m > 1.5)
+        batch = torch.stack([mean, var])
+        with torch.no_grad():
+            idx = torch.nonzero(present).ravel()
+            old = self.running[:, idx]
+            first = ~self.seen[idx]
+            upd = torch.where(first[None, :, None], batch, self.decay * old + (1 - self.decay) * batch)
+            single = (m[:, 0] < 1.5)[None, :, None] & torch.tensor([False, True], device=x.device)[
+                :, None, None
+            ]
+            upd = torch.where(single, old, upd)  # keep the variance estimate of single-cell labels
+            self.running[:, idx] = upd
+            self.seen[idx] = True
+            resid = (upd - self.target[:, idx]) * ~single
+        share = (m / m.sum())[None]
+        return (resid * batch * share).sum() / x.shape[1]
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -239,6 +305,12 @@ def train_adversarial(
         fraction = max(fraction, min(0.25, settings.val_min_cells / data.n_cells))
     train_rows, val_rows = split_validation(data.label.codes, fraction, rng)
     target_zero = torch.from_numpy(zero_fraction_by_label(data, train_rows)).to(dev)
+    moments = None
+    if settings.moment_weight and settings.conditional:
+        mean_t, var_t = moments_by_label(data, train_rows)
+        moments = MomentMatch(
+            torch.from_numpy(mean_t).to(dev), torch.from_numpy(var_t).to(dev), settings.moment_decay
+        )
     codes_all = torch.from_numpy(data.codes)
     pca_mean, pca_basis = (t.to(dev) for t in _pca_basis(data, train_rows, 50, rng))
     if len(val_rows) >= 50:
@@ -267,7 +339,16 @@ def train_adversarial(
             return torch.optim.RMSprop(params, lr=lr, foreach=True)
         return torch.optim.Adam(params, lr=lr, betas=settings.betas, foreach=True)
 
-    opt_g = make_opt(generator.parameters(), settings.lr_g)
+    marginal = list(getattr(generator, "marginal_parameters", list)()) if settings.lr_marginal else []
+    if marginal:  # per-(type, gene) offsets and dispersions: one Adam step moves each by ~lr in log space
+        ids = {id(q) for q in marginal}
+        g_params = [
+            {"params": [q for q in generator.parameters() if id(q) not in ids]},
+            {"params": marginal, "lr": settings.lr_marginal},
+        ]
+    else:
+        g_params = generator.parameters()
+    opt_g = make_opt(g_params, settings.lr_g)
     d_params = list(discriminator.parameters()) + (
         list(classifier.parameters()) if classifier is not None else []
     )
@@ -337,7 +418,9 @@ def train_adversarial(
                 perm = rng.permutation(train_rows)
             else:
                 perm = rng.choice(train_rows, size=steps_per_epoch * settings.batch_size, p=row_p)
-            sums = dict.fromkeys(("d_loss", "g_loss", "class_real", "class_fake", "sparsity", "mmd"), 0.0)
+            sums = dict.fromkeys(
+                ("d_loss", "g_loss", "class_real", "class_fake", "sparsity", "mmd", "moment"), 0.0
+            )
             n_d = n_g = 0
             for b in range(steps_per_epoch):
                 rows = np.sort(perm[b * settings.batch_size : (b + 1) * settings.batch_size])
@@ -433,11 +516,15 @@ def train_adversarial(
                                 cond_y=w_real[0][pure],
                                 paired=True,
                             )
+                    mom_loss = torch.zeros((), device=dev)
+                    if moments is not None and int(pure.sum()) >= 2:
+                        mom_loss = moments(x_fake[pure], w_fake[0][pure])
                     total = (
                         g_loss
                         + settings.class_weight * cf
                         + settings.sparsity_weight * sp_loss
                         + settings.mmd_weight * mmd_loss
+                        + settings.moment_weight * mom_loss
                     )
                     opt_g.zero_grad(set_to_none=True)
                     fabric.backward(total)
@@ -450,6 +537,7 @@ def train_adversarial(
                     sums["class_fake"] += cf.item()
                     sums["sparsity"] += sp_loss.item()
                     sums["mmd"] += mmd_loss.item()
+                    sums["moment"] += mom_loss.item()
                     n_g += 1
                     g_step += 1
                 _set_requires_grad(d_params, True)
@@ -466,6 +554,7 @@ def train_adversarial(
                 "class_loss_fake": sums["class_fake"] / max(n_g, 1),
                 "sparsity_loss": sums["sparsity"] / max(n_g, 1),
                 "mmd_loss": sums["mmd"] / max(n_g, 1),
+                "moment_loss": sums["moment"] / max(n_g, 1),
             }
             last_epoch = epoch + 1 == settings.epochs or stopped != "epochs"
             if g_step - last_val_step >= settings.val_every_steps or last_epoch:
