@@ -4,9 +4,10 @@ Every GAN in cellsynth trains here; they differ in their networks and their `Adv
 Per step: a critic update on a fresh real minibatch (with the auxiliary classifier learning the real
 labels); every ``loss.d_steps`` critic updates, ``g_steps`` generator updates whose loss is the
 adversarial term + the classifier's cross-entropy against the requested (possibly mixed) condition +
-a differentiable zero-fraction match. Minibatches come from tensors (rows of a CSR matrix densified
-per batch), validation is a multi-bandwidth MMD in a PCA space of the training cells, the best
-(EMA) generator is kept, and a time budget or Ctrl-C stops training cleanly.
+a differentiable zero-fraction match + a per-type, per-gene mean and variance match (``MomentMatch``).
+Minibatches come from tensors (rows of a CSR matrix densified per batch), validation is a multi-bandwidth
+MMD in a PCA space of the training cells, the best (EMA) generator is kept, and a time budget or Ctrl-C
+stops training cleanly.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class TrainSettings:
     conditional: bool = True  # False: the networks never see the cell type (GARAGE's unconditional mode)
     sparsity_weight: float = 50.0
     sparsity_temperature: float = 0.1
-    moment_weight: float = 0.0  # per-(type, gene) mean and variance match, see moment_surrogate
+    moment_weight: float = 0.0  # per-(type, gene) mean and variance match, see MomentMatch
     moment_decay: float = 0.9  # running estimate of the generated moments (per generator step)
     lr_marginal: float | None = None  # learning rate of per-(type, gene) parameters (None: lr_g)
     mmd_weight: float = 5.0
@@ -165,6 +166,7 @@ class MomentMatch:
         self.running = torch.zeros_like(self.target)
         self.seen = torch.zeros(mean.shape[0], dtype=torch.bool, device=mean.device)
         self.decay = decay
+        self.error = 0.0  # share-weighted mean squared residual of the running moments (for the history)
 
     def __call__(self, x: torch.Tensor, label_w: torch.Tensor) -> torch.Tensor:
         x = x.float()
@@ -183,14 +185,14 @@ class MomentMatch:
             old = self.running[:, idx]
             first = ~self.seen[idx]
             upd = torch.where(first[None, :, None], batch, self.decay * old + (1 - self.decay) * batch)
-            single = (m[:, 0] < 1.5)[None, :, None] & torch.tensor([False, True], device=x.device)[
-                :, None, None
-            ]
+            is_var = torch.tensor([False, True], device=x.device)[:, None, None]
+            single = (m[:, 0] < 1.5)[None, :, None] & is_var
             upd = torch.where(single, old, upd)  # keep the variance estimate of single-cell labels
             self.running[:, idx] = upd
             self.seen[idx] = True
             resid = (upd - self.target[:, idx]) * ~single
-        share = (m / m.sum())[None]
+            share = (m / m.sum())[None]
+            self.error = float((resid.pow(2) * share).sum() / x.shape[1])  # what is logged
         return (resid * batch * share).sum() / x.shape[1]
 
 
@@ -519,6 +521,7 @@ def train_adversarial(
                     mom_loss = torch.zeros((), device=dev)
                     if moments is not None and int(pure.sum()) >= 2:
                         mom_loss = moments(x_fake[pure], w_fake[0][pure])
+                        sums["moment"] += moments.error
                     total = (
                         g_loss
                         + settings.class_weight * cf
@@ -537,7 +540,6 @@ def train_adversarial(
                     sums["class_fake"] += cf.item()
                     sums["sparsity"] += sp_loss.item()
                     sums["mmd"] += mmd_loss.item()
-                    sums["moment"] += mom_loss.item()
                     n_g += 1
                     g_step += 1
                 _set_requires_grad(d_params, True)
