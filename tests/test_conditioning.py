@@ -199,8 +199,8 @@ def test_moment_match_recovers_mean_and_variance_without_shrinking_the_spread():
     assert (v_naive / var).mean() < 0.9 * (v / var).mean()
 
 
-def test_moments_by_label_match_dense_computation():
-    from cellsynth.train.adversarial import moments_by_label
+def test_moments_and_zero_fractions_by_label_match_dense_computation():
+    from cellsynth.train.adversarial import moments_by_label, zero_fraction_by_label
 
     rng = np.random.default_rng(0)
     X = sp.random(40, 7, density=0.4, random_state=0, format="csr", dtype=np.float32)
@@ -217,8 +217,13 @@ def test_moments_by_label_match_dense_computation():
     data.label.codes = codes
     rows = np.arange(3, 37)
     mean, var = moments_by_label(data, rows)
+    zeros = zero_fraction_by_label(data, rows)
     dense = X.toarray()
     for c in range(3):
         part = dense[rows][codes[rows] == c]
         np.testing.assert_allclose(mean[c], part.mean(0), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(var[c], part.var(0), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(zeros[c], (part == 0).mean(0), rtol=1e-6)
+    data.X = dense  # dense input gives the same
+    np.testing.assert_allclose(zero_fraction_by_label(data, rows), zeros)
+    np.testing.assert_allclose(moments_by_label(data, rows)[0], mean, rtol=1e-6)

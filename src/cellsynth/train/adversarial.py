@@ -90,20 +90,21 @@ def split_validation(
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
+def _label_indicator(data: CellData, rows: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
+    """labels × len(rows) sparse one-hot of the rows' labels, and each label's cell count (≥ 1)."""
+    codes = data.label.codes[rows]
+    onehot = sp.csr_matrix(
+        (np.ones(len(rows)), (codes, np.arange(len(rows)))), shape=(data.label.n, len(rows))
+    )
+    return onehot, np.maximum(np.asarray(onehot.sum(axis=1)).ravel(), 1)
+
+
 def zero_fraction_by_label(data: CellData, rows: np.ndarray) -> np.ndarray:
     """labels × genes fraction of exact zeros among ``rows`` (computed sparsely)."""
     X = data.X[rows]
-    nz = (
-        (X != 0).astype(np.float32)
-        if sp.issparse(X)
-        else sp.csr_matrix((np.asarray(X) != 0).astype(np.float32))
-    )
-    codes = data.label.codes[rows]
-    onehot = sp.csr_matrix(
-        (np.ones(len(rows), dtype=np.float32), (codes, np.arange(len(rows)))), shape=(data.label.n, len(rows))
-    )
-    counts = np.asarray(onehot.sum(axis=1)).ravel()
-    frac_nonzero = np.asarray((onehot @ nz).todense()) / np.maximum(counts, 1)[:, None]
+    nz = (X != 0) if sp.issparse(X) else sp.csr_matrix(np.asarray(X) != 0)
+    onehot, counts = _label_indicator(data, rows)
+    frac_nonzero = np.asarray((onehot @ nz.astype(np.float64)).todense()) / counts[:, None]
     return (1.0 - frac_nonzero).astype(np.float32)
 
 
@@ -135,18 +136,10 @@ def balanced_row_weights(labels: np.ndarray, balance: float) -> np.ndarray | Non
 def moments_by_label(data: CellData, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """labels × genes mean and variance of the training representation among ``rows`` (sparse sums)."""
     X = data.X[rows]
-    X = (
-        sp.csr_matrix(X, dtype=np.float64)
-        if sp.issparse(X)
-        else sp.csr_matrix(np.asarray(X, dtype=np.float64))
-    )
-    codes = data.label.codes[rows]
-    onehot = sp.csr_matrix(
-        (np.ones(len(rows)), (codes, np.arange(len(rows)))), shape=(data.label.n, len(rows))
-    )
-    n = np.maximum(np.asarray(onehot.sum(axis=1)).ravel(), 1)[:, None]
-    mean = np.asarray((onehot @ X).todense()) / n
-    sq = np.asarray((onehot @ X.multiply(X)).todense()) / n
+    X = sp.csr_matrix(X if sp.issparse(X) else np.asarray(X), dtype=np.float64)
+    onehot, n = _label_indicator(data, rows)
+    mean = np.asarray((onehot @ X).todense()) / n[:, None]
+    sq = np.asarray((onehot @ X.multiply(X)).todense()) / n[:, None]
     return mean.astype(np.float32), np.maximum(sq - mean**2, 0).astype(np.float32)
 
 
@@ -166,6 +159,7 @@ class MomentMatch:
         self.running = torch.zeros_like(self.target)
         self.seen = torch.zeros(mean.shape[0], dtype=torch.bool, device=mean.device)
         self.decay = decay
+        self.is_var = torch.tensor([False, True], device=mean.device)[:, None, None]
         self.error = 0.0  # share-weighted mean squared residual of the running moments (for the history)
 
     def __call__(self, x: torch.Tensor, label_w: torch.Tensor) -> torch.Tensor:
@@ -185,8 +179,7 @@ class MomentMatch:
             old = self.running[:, idx]
             first = ~self.seen[idx]
             upd = torch.where(first[None, :, None], batch, self.decay * old + (1 - self.decay) * batch)
-            is_var = torch.tensor([False, True], device=x.device)[:, None, None]
-            single = (m[:, 0] < 1.5)[None, :, None] & is_var
+            single = (m[:, 0] < 1.5)[None, :, None] & self.is_var
             upd = torch.where(single, old, upd)  # keep the variance estimate of single-cell labels
             self.running[:, idx] = upd
             self.seen[idx] = True
