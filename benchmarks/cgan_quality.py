@@ -36,6 +36,16 @@ KEYS = [
 ]  # fmt: skip
 
 
+def load_dataset(name: str) -> tuple[ad.AnnData, str]:
+    """``(adata, label_key)`` of pbmc68k or of ``../shared/data/NAME.h5ad`` (exits when it is absent)."""
+    if name == "pbmc68k":
+        return pbmc68k(), "bulk_labels"
+    path = SHARED / f"{name}.h5ad"
+    if not path.exists():
+        raise SystemExit(f"{path} is not present")
+    return ad.read_h5ad(path), "cell_type"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="baron_mouse_pancreas", help="pbmc68k or a file in ../shared/data")
@@ -44,13 +54,7 @@ def main() -> None:
     ap.add_argument("--param", action="append", default=[], help="KEY=JSON model parameter (repeatable)")
     ap.add_argument("--save", type=Path, default=None)
     args = ap.parse_args()
-    if args.dataset == "pbmc68k":
-        adata, label_key = pbmc68k(), "bulk_labels"
-    else:
-        path = SHARED / f"{args.dataset}.h5ad"
-        if not path.exists():
-            raise SystemExit(f"{path} is not present")
-        adata, label_key = ad.read_h5ad(path), "cell_type"
+    adata, label_key = load_dataset(args.dataset)
     train, test = split_by_type(adata, label_key=label_key, test_fraction=0.5, seed=0)
     params = parse_key_values(args.param, "--param")
     model = models.get(args.model, max_minutes=args.minutes, epochs=100_000, **params)

@@ -29,13 +29,12 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import scipy.sparse as sp
+from cgan_quality import load_dataset  # benchmarks/ is the script's directory
 
 from cellsynth import models
-from cellsynth.data.datasets import pbmc68k
 from cellsynth.data.split import split_by_type
 from cellsynth.metrics import evaluate
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 KEYS = ["detection_auc", "detection_auc_logreg", "dcr_ratio", "mia_auc", "gene_corr_pearson"]
 
 
@@ -60,13 +59,7 @@ def main() -> None:
     ap.add_argument("--dataset", default="baron_mouse_pancreas", help="pbmc68k or a file in ../shared/data")
     ap.add_argument("--type", default=None, help="print within-type spread along principal components")
     args = ap.parse_args()
-    if args.dataset == "pbmc68k":
-        adata, label_key = pbmc68k(), "bulk_labels"
-    else:
-        path = SHARED / f"{args.dataset}.h5ad"
-        if not path.exists():
-            raise SystemExit(f"{path} is not present")
-        adata, label_key = ad.read_h5ad(path), "cell_type"
+    adata, label_key = load_dataset(args.dataset)
     train, test = split_by_type(adata, label_key=label_key, test_fraction=0.5, seed=0)
     model = models.load(args.model)
     syn = model.sample(n=test.n_obs, seed=0)
