@@ -254,3 +254,44 @@ def test_count_overdispersion_is_estimated_learned_and_kept_on_save(tmp_path):
         adata, label_key="cell_type", progress=False
     )
     assert plain.modules["generator"].log_dispersion is None
+
+
+def test_within_type_axes_and_generator_start_on_them():
+    """init_variation: the generator starts varying along the training cells' within-type axes, with
+    their spread, around unchanged type means (not at a point per type)."""
+    import torch
+
+    from cellsynth.data.celldata import CellData
+    from cellsynth.data.datasets import simulate
+    from cellsynth.models.cgan import ConditionalGenerator, within_type_axes
+
+    adata = simulate((300, 200), n_genes=60, seed=2)
+    data = CellData.from_anndata(adata, label_key="cell_type")
+    comps, sd = within_type_axes(data, 5)
+    X = data.dense_rows(np.arange(data.n_cells))
+    codes = data.label.codes
+    resid = X - np.stack([X[codes == c].mean(0) for c in range(data.label.n)])[codes]
+    top = np.linalg.svd(resid, full_matrices=False)
+    np.testing.assert_allclose(sd, top[1][:5] / np.sqrt(len(X)), rtol=0.02)
+    assert np.allclose(np.abs(np.sum(comps * top[2][:5], 1)), 1, atol=0.02)  # same axes up to sign
+
+    torch.manual_seed(0)
+    n_genes = 40
+    axes = torch.linalg.qr(torch.randn(n_genes, 3))[0].T  # 3 orthonormal rows
+    spread = torch.tensor([3.0, 1.5, 0.5])
+    gen = ConditionalGenerator(n_genes, [2], z_dim=16, hidden=(64, 64), nonnegative=False)
+    type_mean = torch.randn(2, n_genes)
+    gen.init_offset(type_mean)
+    gen.init_variation(axes, spread, torch.tensor([3.0, 1.0]))
+    gen.eval()
+    with torch.no_grad():
+        for c in range(2):
+            w = torch.zeros(20000, 2)
+            w[:, c] = 1
+            x, _ = gen(torch.randn(20000, 16), [w])
+            assert torch.allclose(x.mean(0), type_mean[c], atol=0.15)
+            proj = (x - x.mean(0)) @ axes.T
+            ratio = proj.std(0) / spread
+            assert ((ratio > 0.7) & (ratio < 1.3)).all(), ratio
+            off_axes = (x - x.mean(0)) - proj @ axes
+            assert off_axes.pow(2).sum(1).mean() < 0.05 * spread.pow(2).sum()

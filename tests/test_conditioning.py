@@ -227,3 +227,21 @@ def test_moments_and_zero_fractions_by_label_match_dense_computation():
     data.X = dense  # dense input gives the same
     np.testing.assert_allclose(zero_fraction_by_label(data, rows), zeros)
     np.testing.assert_allclose(moments_by_label(data, rows)[0], mean, rtol=1e-6)
+
+
+def test_moment_match_pull_per_gene_does_not_depend_on_the_gene_count():
+    """The weight is a pull per gene: a gene's gradient is the same among 3 genes as among 300."""
+    from cellsynth.train.adversarial import MomentMatch
+
+    g = torch.Generator().manual_seed(0)
+    w = F.one_hot(torch.randint(0, 2, (16,), generator=g), 2).float()
+    x = torch.randn(16, 3, generator=g)
+    grads = []
+    for copies in (1, 100):
+        mean = torch.zeros(2, 3 * copies)
+        var = torch.ones(2, 3 * copies) * 2.0
+        xi = x.repeat(1, copies).requires_grad_(True)
+        MomentMatch(mean + 1.0, var, decay=0.9)(xi, w).backward()
+        grads.append(xi.grad[:, :3])
+    torch.testing.assert_close(grads[0], grads[1])
+
