@@ -244,4 +244,3 @@ def test_moment_match_pull_per_gene_does_not_depend_on_the_gene_count():
         MomentMatch(mean + 1.0, var, decay=0.9)(xi, w).backward()
         grads.append(xi.grad[:, :3])
     torch.testing.assert_close(grads[0], grads[1])
-
