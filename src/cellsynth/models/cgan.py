@@ -228,7 +228,7 @@ class CGAN(SyntheticCellModel):
         "critic_space": "pca",
         "critic_components": 128,
         **{f.name: f.default for f in fields(TrainSettings) if f.name in _TRAIN_KEYS and f.name != "extra"},
-        # measured on Baron mouse (docs/benchmarks.md, sessions 7 and 8): 10-minute detection AUC
+        # measured on Baron mouse (docs/benchmarks.md, sessions 7, 8 and 10): 10-minute detection AUC
         # 0.938 → 0.907 (pln, packing) → 0.862 (moment match, faster per-gene parameters, g (256, 512))
         # → 0.821 (generator started on the within-type axes; session 10, 3-minute 0.77)
         "count_noise": "pln",
