@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from ..errors import InputError
 from ..nn.blocks import MLP, ConditionalNoise, InputProjection, Projected, ProjectionDiscriminator
-from ..train.adversarial import TrainSettings, train_adversarial
+from ..train.adversarial import TrainSettings, label_indicator, train_adversarial
 from ..train.losses import get_loss
 from .base import SyntheticCellModel, register
 
@@ -167,11 +167,8 @@ def within_type_axes(data, n_comps: int, seed: int = 0, max_cells: int = 5000):
     if len(rows) > max_cells:
         rows = np.sort(rng.choice(rows, max_cells, replace=False))
     X = data.dense_rows(rows).astype(np.float32)
-    codes = data.label.codes[rows]
-    means = np.zeros((data.label.n, X.shape[1]), dtype=np.float32)
-    np.add.at(means, codes, X)
-    means /= np.maximum(np.bincount(codes, minlength=data.label.n), 1)[:, None]
-    X -= means[codes]
+    onehot, counts = label_indicator(data, rows)
+    X -= onehot.T @ ((onehot @ X) / counts[:, None]).astype(np.float32)  # each cell minus its type's mean
     k = max(1, min(n_comps, X.shape[0] - 1, X.shape[1]))
     _, s, vh = randomized_svd(X, k, random_state=int(rng.integers(2**31)))
     return vh.astype(np.float32), (s / np.sqrt(len(rows))).astype(np.float32)
@@ -322,7 +319,7 @@ class CGAN(SyntheticCellModel):
         latent_fn = self._training_latent(data, device=device, seed=seed, progress=progress)
         self._prepare_critic(data, seed)
         self.modules["generator"].init_offset(torch.from_numpy(label_mean_profile(data)))
-        k = int(self.params.get("init_variation", 0) or 0)
+        k = int(self.params["init_variation"])
         if k:
             comps, sd = within_type_axes(data, k, seed)
             freq = np.bincount(data.label.codes, minlength=data.label.n).astype(np.float32)

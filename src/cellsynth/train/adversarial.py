@@ -90,7 +90,7 @@ def split_validation(
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
-def _label_indicator(data: CellData, rows: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
+def label_indicator(data: CellData, rows: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
     """labels × len(rows) sparse one-hot of the rows' labels, and each label's cell count (≥ 1)."""
     codes = data.label.codes[rows]
     onehot = sp.csr_matrix(
@@ -103,7 +103,7 @@ def zero_fraction_by_label(data: CellData, rows: np.ndarray) -> np.ndarray:
     """labels × genes fraction of exact zeros among ``rows`` (computed sparsely)."""
     X = data.X[rows]
     nz = (X != 0) if sp.issparse(X) else sp.csr_matrix(np.asarray(X) != 0)
-    onehot, counts = _label_indicator(data, rows)
+    onehot, counts = label_indicator(data, rows)
     frac_nonzero = np.asarray((onehot @ nz.astype(np.float64)).todense()) / counts[:, None]
     return (1.0 - frac_nonzero).astype(np.float32)
 
@@ -137,7 +137,7 @@ def moments_by_label(data: CellData, rows: np.ndarray) -> tuple[np.ndarray, np.n
     """labels × genes mean and variance of the training representation among ``rows`` (sparse sums)."""
     X = data.X[rows]
     X = sp.csr_matrix(X if sp.issparse(X) else np.asarray(X), dtype=np.float64)
-    onehot, n = _label_indicator(data, rows)
+    onehot, n = label_indicator(data, rows)
     mean = np.asarray((onehot @ X).todense()) / n[:, None]
     sq = np.asarray((onehot @ X.multiply(X)).todense()) / n[:, None]
     return mean.astype(np.float32), np.maximum(sq - mean**2, 0).astype(np.float32)
