@@ -6,11 +6,11 @@ Run from the repository root::
     .venv/bin/python benchmarks/cgan_quality.py --dataset pbmc68k --minutes 5 --param critic_components=30
 
 The dataset is split 50/50 by type (``split_by_type``, seed 0); the model (default ``cgan`` with its default
-settings, plus any ``--param KEY=JSON``) is fitted on TRAIN under ``--minutes``; as many cells as TEST holds
-are sampled (seed 0) and ``evaluate(test, synthetic, train=train, seed=0)`` runs every family. Prints one
-JSON line with the fit record and the headline metrics beside their real-vs-real control; ``--save DIR``
-keeps the model. The bar (issue 3, Baron mouse, 10 minutes): detection_auc ≤ 0.75, dcr_ratio ≥ 0.9,
-every type generated.
+settings, plus any ``--param KEY=JSON``) is fitted on TRAIN under ``--minutes`` with seed ``--seed`` (default
+0); as many cells as TEST holds are sampled (same seed) and ``evaluate(test, synthetic, train=train, seed=0)``
+runs every family. Prints one JSON line with the fit record and the headline metrics beside their
+real-vs-real control; ``--save DIR`` keeps the model. The bar (issue 3, Baron mouse, 10 minutes):
+detection_auc ≤ 0.75, dcr_ratio ≥ 0.9, every type generated.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ def main() -> None:
     ap.add_argument("--model", default="cgan")
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--param", action="append", default=[], help="KEY=JSON model parameter (repeatable)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the fit and of the sampling (the split: 0)")
     ap.add_argument("--save", type=Path, default=None)
     args = ap.parse_args()
     adata, label_key = load_dataset(args.dataset)
@@ -59,9 +60,9 @@ def main() -> None:
     params = parse_key_values(args.param, "--param")
     model = models.get(args.model, max_minutes=args.minutes, epochs=100_000, **params)
     t = time.perf_counter()
-    model.fit(train, label_key=label_key, progress=False)
+    model.fit(train, label_key=label_key, seed=args.seed, progress=False)
     fit_s = time.perf_counter() - t
-    syn = model.sample(n=test.n_obs, seed=0)
+    syn = model.sample(n=test.n_obs, seed=args.seed)
     met = evaluate(test, syn, label_key=label_key, train=train, seed=0)
     if args.save:
         model.save(args.save)
@@ -71,6 +72,7 @@ def main() -> None:
                 "dataset": args.dataset,
                 "model": args.model,
                 "params": params,
+                "seed": args.seed,
                 "fit_seconds": round(fit_s),
                 "steps": model.history[-1]["g_step"] if model.history else 0,
                 "stopped": model.fit_record.get("stopped_because"),

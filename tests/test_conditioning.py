@@ -244,3 +244,35 @@ def test_moment_match_pull_per_gene_does_not_depend_on_the_gene_count():
         MomentMatch(mean + 1.0, var, decay=0.9)(xi, w).backward()
         grads.append(xi.grad[:, :3])
     torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_moment_match_moves_each_gene_by_its_own_residual_through_the_count_draw():
+    """Through the count draw and normalisation the exact gradient couples every gene to the dominant
+    one: other genes' variance residuals alone move it. ``per_gene_path`` gives each gene only its own
+    residual, in the right direction."""
+    from cellsynth.train.adversarial import MomentMatch, per_gene_path
+    from cellsynth.train.observe import CountObservation
+
+    n, genes = 64, 40
+    pre0 = torch.cat([torch.full((n, 1), 7.0), torch.full((n, genes - 1), 1.0)], 1)
+    pre0 = pre0 + 0.3 * torch.randn(n, genes, generator=torch.Generator().manual_seed(0))
+    library = torch.full((n,), 2000.0)
+    w = torch.ones(n, 1)
+
+    def loss_grad(path: bool, mean_shift: float, var_scale: float) -> torch.Tensor:
+        pre = pre0.clone().requires_grad_(True)
+        x = torch.relu(pre)
+        obs, _ = CountObservation("poisson")(x, library, 1e4 / library, torch.Generator().manual_seed(1))
+        with torch.no_grad():  # targets: the batch's own moments, then changed
+            mean, var = obs.mean(0, keepdim=True), obs.var(0, keepdim=True)
+            mean[0, 0] += mean_shift
+            var[0, 1:] *= var_scale  # the other genes too variable
+        value = per_gene_path(obs, pre) if path else obs
+        MomentMatch(mean, var, decay=0.9)(value, w).backward()
+        return pre.grad[:, 0].sum()
+
+    # the dominant gene is right; only the other genes' variances are off
+    coupled = abs(float(loss_grad(False, 0.0, 0.5)))  # the exact path moves it anyway
+    assert abs(float(loss_grad(True, 0.0, 0.5))) < 1e-3 * coupled  # its own residual is zero: it stays
+    # the dominant gene is too low: its own residual raises it (descent: negative gradient)
+    assert float(loss_grad(True, 0.5, 0.5)) < 0
