@@ -197,10 +197,11 @@ def per_gene_path(observed: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
     The moment match judges what the critic sees (counts drawn and normalised), but its gradient must
     not take the exact path back: the straight-through count draw and the normalisation by the cell's
     total couple every gene to the most expressed ones, and the sum of thousands of small variance
-    residuals then moves the top genes (measured on pbmc68k: FTL, 9% of a monocyte's counts, pushed
-    down by the variance residuals of the other genes until its mean was 1.2 log units low, a shift
-    a linear detector finds in every type). Observed log values follow the pre-activation one to one
-    where a gene is expressed, so each gene's residual moves that gene, and also where relu zeroed it.
+    residuals then moves the top genes (measured on a pbmc68k model whose FTL, 9% of a monocyte's
+    counts, was 1.2 log units low in every type: the adversarial term raised it, the match's exact
+    gradient lowered it, through the 764 other genes' variance residuals). Observed log values follow
+    the pre-activation one to one where a gene is expressed, so each gene's residual moves that gene,
+    and also where relu zeroed it.
     """
     return pre + (observed - pre).detach()
 
