@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> None:
             ("data: CSR rows -> dense (ours)", "dense_rows", "celldata"),
             ("data: pandas .loc + tolist (seed)", "__getitem__", "throughput"),
             ("data: torch.tensor from lists (seed)", "seed_collate", "throughput"),
-            ("setup: PCA basis SVD (ours, not timed)", "_pca_basis", "adversarial"),
+            ("setup: PCA basis SVD (ours, not timed)", "principal_axes", "adversarial"),
         ]
         print(f"{'where (cProfile cumulative s)':<42} {'ours':>7} {'% loop':>7} {'seed':>7} {'% loop':>7}")
         for label, name, file_part in parts:

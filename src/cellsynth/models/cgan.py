@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from ..errors import InputError
 from ..nn.blocks import MLP, ConditionalNoise, InputProjection, Projected, ProjectionDiscriminator
-from ..train.adversarial import TrainSettings, label_indicator, train_adversarial
+from ..train.adversarial import TrainSettings, principal_axes, train_adversarial
 from ..train.losses import get_loss
 from .base import SyntheticCellModel, register
 
@@ -160,18 +160,10 @@ def label_mean_profile(data) -> np.ndarray:
 
 def within_type_axes(data, n_comps: int, seed: int = 0, max_cells: int = 5000):
     """Principal axes (k × genes) and standard deviations (k) of the cells around their type means."""
-    from sklearn.utils.extmath import randomized_svd
-
-    rng = np.random.default_rng(seed)
     rows = np.arange(data.n_cells)
-    if len(rows) > max_cells:
-        rows = np.sort(rng.choice(rows, max_cells, replace=False))
-    X = data.dense_rows(rows).astype(np.float32)
-    onehot, counts = label_indicator(data, rows)
-    X -= onehot.T @ ((onehot @ X) / counts[:, None]).astype(np.float32)  # each cell minus its type's mean
-    k = max(1, min(n_comps, X.shape[0] - 1, X.shape[1]))
-    _, s, vh = randomized_svd(X, k, random_state=int(rng.integers(2**31)))
-    return vh.astype(np.float32), (s / np.sqrt(len(rows))).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    _, components, sd = principal_axes(data, rows, n_comps, rng, within_labels=True, max_cells=max_cells)
+    return components, sd
 
 
 def label_dispersion(data, floor: float = 1e-3, cap: float = 1e2) -> np.ndarray | None:

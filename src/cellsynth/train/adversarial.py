@@ -109,16 +109,37 @@ def zero_fraction_by_label(data: CellData, rows: np.ndarray) -> np.ndarray:
     return (1.0 - frac_nonzero).astype(np.float32)
 
 
-def _pca_basis(data: CellData, rows: np.ndarray, n_comps: int, rng: np.random.Generator):
-    take = rows if len(rows) <= 5000 else rng.choice(rows, 5000, replace=False)
+def principal_axes(
+    data: CellData,
+    rows: np.ndarray,
+    n_comps: int,
+    rng: np.random.Generator,
+    *,
+    within_labels: bool = False,
+    max_cells: int = 5000,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Principal axes of the cells ``rows`` (at most ``max_cells`` of them, drawn with ``rng``), taken
+    around their mean or, ``within_labels``, each cell around its type's mean.
+
+    Returns ``(mean, components, sd)``: the cells' overall mean (genes), ``k`` orthonormal axes (k ×
+    genes) and the standard deviation along each (k); ``k`` is capped by the data.
+    """
     from sklearn.utils.extmath import randomized_svd
 
-    X = data.dense_rows(np.sort(take))
+    take = rows if len(rows) <= max_cells else rng.choice(rows, max_cells, replace=False)
+    take = np.sort(take)
+    X = data.dense_rows(take).astype(np.float32, copy=False)
     mean = X.mean(0)
-    q = max(1, min(n_comps, X.shape[0] - 1, X.shape[1]))
+    if within_labels:
+        onehot, counts = label_indicator(data, take)
+        X = X.copy()
+        X -= onehot.T @ ((onehot @ X) / counts[:, None]).astype(np.float32)
+    else:
+        X = X - mean
+    k = max(1, min(n_comps, X.shape[0] - 1, X.shape[1]))
     # randomized SVD seeded from our own generator: a full SVD of 2,000 × 15,000 takes ~10 s here
-    _, _, vh = randomized_svd(X - mean, q, random_state=int(rng.integers(2**31)))
-    return torch.from_numpy(mean), torch.from_numpy(np.ascontiguousarray(vh.T, dtype=np.float32))
+    _, s, vh = randomized_svd(X, k, random_state=int(rng.integers(2**31)))
+    return mean, vh.astype(np.float32), (s / np.sqrt(len(take))).astype(np.float32)
 
 
 def balanced_row_weights(labels: np.ndarray, balance: float) -> np.ndarray | None:
@@ -324,7 +345,9 @@ def train_adversarial(
             torch.from_numpy(mean_t).to(dev), torch.from_numpy(var_t).to(dev), settings.moment_decay
         )
     codes_all = torch.from_numpy(data.codes)
-    pca_mean, pca_basis = (t.to(dev) for t in _pca_basis(data, train_rows, 50, rng))
+    pca_mean, pca_axes, _ = principal_axes(data, train_rows, 50, rng)
+    pca_mean = torch.from_numpy(pca_mean).to(dev)
+    pca_basis = torch.from_numpy(np.ascontiguousarray(pca_axes.T)).to(dev)
     if len(val_rows) >= 50:
         ref_rows = val_rows
     else:  # too few held-out cells for a stable score: compare with a training subsample instead
