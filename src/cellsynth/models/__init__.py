@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from . import cgan, garage  # noqa: F401  (registers the models)
-from .base import SyntheticCellModel, available, get, load, register
+from .model import SyntheticCellModel
+from .persistence import load
+from .registry import available, get, register
 
 __all__ = ["SyntheticCellModel", "available", "get", "load", "register"]

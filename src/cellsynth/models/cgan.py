@@ -16,7 +16,8 @@ from ..errors import InputError
 from ..nn.blocks import MLP, ConditionalNoise, InputProjection, Projected, ProjectionDiscriminator
 from ..train.adversarial import TrainSettings, principal_axes, train_adversarial
 from ..train.losses import get_loss
-from .base import SyntheticCellModel, register
+from .model import SyntheticCellModel
+from .registry import register
 
 
 class ConditionalGenerator(nn.Module):

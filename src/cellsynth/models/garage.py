@@ -31,9 +31,10 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .._io import jsonable
 from ..errors import InputError, RequestError
-from .base import _jsonable, register
 from .cgan import CGAN
+from .registry import register
 
 #: The GARAGE paper's training choices (`cellsynth fit --model garage --param ...` to use them).
 PAPER_PARAMS = {
@@ -219,7 +220,7 @@ class GARAGE(CGAN):
             bank.guard_reference.fill_(_nearest_neighbour_median(coords[:, :g]))
             self.modules["seeds"] = bank
             self.info["seeding"] = {
-                **_jsonable(selection.record()),
+                **jsonable(selection.record()),
                 "guard_components": g,
                 "guard_reference": float(bank.guard_reference),
                 "seed_cells": [str(x) for x in np.asarray(names)[rows]],

@@ -1,18 +1,14 @@
-"""The generator interface every cellsynth model implements, its small registry, and safe save/load.
+"""The interface every cellsynth generator implements: fit on an AnnData, sample labelled cells, save.
 
-A model directory holds ``weights.safetensors`` (tensors only, no code) and ``config.json`` (model name,
-cellsynth version, constructor arguments, gene names, condition vocabularies, preprocessing record,
-training history, and the weights' SHA-256). Loading never unpickles anything.
+Subclasses supply their networks (``_build``) and their training (``_fit``); this class owns what every
+generator shares: turning the AnnData into :class:`~cellsynth.data.CellData`, deciding which conditions
+each synthetic cell gets (``_plan``), mapping generated values back to the input's representation and
+genes (``_to_output``), and the model file (:mod:`.persistence`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,33 +19,9 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from ..errors import InputError, ModelFileError, RequestError
-
-FORMAT = "cellsynth-model"
-FORMAT_VERSION = 1
-WEIGHTS = "weights.safetensors"
-CONFIG = "config.json"
-
-_REGISTRY: dict[str, type[SyntheticCellModel]] = {}
-
-
-def register(cls: type[SyntheticCellModel]) -> type[SyntheticCellModel]:
-    """Class decorator: make a model available by its ``name``."""
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def available() -> dict[str, str]:
-    """Registered model names and their one-line descriptions."""
-    return {name: (cls.__doc__ or "").strip().splitlines()[0] for name, cls in sorted(_REGISTRY.items())}
-
-
-def get(name: str, **params) -> SyntheticCellModel:
-    """A new, unfitted model by name, e.g. ``get("cgan", epochs=100)``."""
-    if name not in _REGISTRY:
-        raise InputError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](**params)
-
+from .._io import jsonable
+from ..errors import InputError, RequestError
+from .persistence import FORMAT, FORMAT_VERSION
 
 _OUTPUT_ROWS = 2048  # cells per block when drawing output counts (bounds the dense work arrays)
 
@@ -417,10 +389,10 @@ class SyntheticCellModel:
             "format_version": FORMAT_VERSION,
             "model": self.name,
             "cellsynth_version": _version(),
-            "params": _jsonable(self.params),
+            "params": jsonable(self.params),
             "data": self.info,
-            "fit": _jsonable(self.fit_record),
-            "history": _jsonable(self.history),
+            "fit": jsonable(self.fit_record),
+            "history": jsonable(self.history),
         }
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -429,96 +401,18 @@ class SyntheticCellModel:
         The files are written to a temporary sibling directory first and moved into place, so an
         interrupted save never leaves a half-written model behind.
         """
-        from safetensors.torch import save_file
+        from .persistence import save
 
-        self._check_fitted()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {
-            f"{name}.{k}": v.detach().cpu().contiguous()
-            for name, module in self.modules.items()
-            for k, v in module.state_dict().items()
-        }
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
-            save_file(tensors, str(tmp / WEIGHTS), metadata={"format": FORMAT, "model": self.name})
-            cfg = self.config()
-            cfg["weights_sha256"] = _sha256(tmp / WEIGHTS)
-            (tmp / CONFIG).write_text(json.dumps(cfg, indent=1, allow_nan=True))
-            _replace_dir(tmp, path)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-        return path
+        return save(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SyntheticCellModel:
         """Load a model directory written by :meth:`save` (any registered model)."""
+        from .persistence import load
+
         return load(path)
 
 
-def load(path: str | os.PathLike) -> SyntheticCellModel:
-    """Load a model directory: ``config.json`` + ``weights.safetensors``; never unpickles anything.
-
-    A missing, truncated or mismatched file raises :class:`~cellsynth.errors.ModelFileError`.
-    """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_dir():
-        raise ModelFileError(
-            f"model directory not found: {path}; give the --out directory of `cellsynth fit`"
-        )
-    cfg_path, w_path = path / CONFIG, path / WEIGHTS
-    for p in (cfg_path, w_path):
-        if not p.is_file():
-            raise ModelFileError(f"{p} is missing; {path} is not a complete cellsynth model directory")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelFileError(
-            f"{cfg_path} is not valid JSON ({e.msg if hasattr(e, 'msg') else e}); re-save the model"
-        ) from None
-    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
-        raise ModelFileError(f"{cfg_path} is not a cellsynth model config")
-    if cfg.get("format_version", 0) > FORMAT_VERSION:
-        raise ModelFileError(
-            f"{path} was written by a newer cellsynth (format {cfg['format_version']}); upgrade cellsynth"
-        )
-    name = cfg.get("model")
-    if name not in _REGISTRY:
-        raise ModelFileError(f"{cfg_path} names unknown model {name!r}; known: {sorted(_REGISTRY)}")
-    expected = cfg.get("weights_sha256")
-    if expected and _sha256(w_path) != expected:
-        raise ModelFileError(
-            f"{w_path} does not match its config (checksum differs): truncated or replaced; re-save the model"
-        )
-    try:
-        tensors = load_file(str(w_path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ModelFileError(f"{w_path} is truncated or corrupted ({e}); re-save the model") from None
-    model = _REGISTRY[name](**cfg["params"])
-    model.info = cfg["data"]
-    model.history = cfg.get("history", [])
-    model.fit_record = cfg.get("fit", {})
-    info = model.info
-    sizes = [len(info["categories"][k]) for k in [info["label_key"], *info["condition_keys"]]]
-    with torch.random.fork_rng(devices=[]):
-        model.modules = model._build(sizes, len(info["preprocessing"]["train_genes"]))
-    for mname, module in model.modules.items():
-        prefix = f"{mname}."
-        state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-        try:
-            module.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            first = str(e).strip().splitlines()[0]
-            raise ModelFileError(f"{w_path} does not match {cfg_path} ({first}); re-save the model") from None
-        module.eval()
-    return model
-
-
-# ---------------------------------------------------------------------- helpers
 def _joint_table(codes: np.ndarray) -> dict[str, list]:
     uniq, counts = np.unique(codes, axis=0, return_counts=True)
     return {"codes": uniq.ravel().tolist(), "counts": counts.tolist()}
@@ -531,41 +425,6 @@ def _largest_remainder(p: np.ndarray, n: int) -> np.ndarray:
     if short > 0:
         out[np.argsort(-(raw - out), kind="stable")[:short]] += 1
     return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    if dst.exists() and not dst.is_dir():
-        raise InputError(f"--out {dst} exists and is not a directory; choose another path")
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(dst, old)
-        os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)
-
-
-def _jsonable(obj):
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating | float):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    return obj
 
 
 def _version() -> str:

@@ -1,0 +1,30 @@
+"""The registry of generators: models are found by name (``get``, ``available``), as in synthcity."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .model import SyntheticCellModel
+
+REGISTRY: dict[str, type[SyntheticCellModel]] = {}
+
+
+def register(cls: type[SyntheticCellModel]) -> type[SyntheticCellModel]:
+    """Class decorator: make a model available by its ``name``."""
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def available() -> dict[str, str]:
+    """Registered model names and their one-line descriptions."""
+    return {name: (cls.__doc__ or "").strip().splitlines()[0] for name, cls in sorted(REGISTRY.items())}
+
+
+def get(name: str, **params) -> SyntheticCellModel:
+    """A new, unfitted model by name, e.g. ``get("cgan", epochs=100)``."""
+    if name not in REGISTRY:
+        raise InputError(f"unknown model {name!r}; available: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name](**params)
