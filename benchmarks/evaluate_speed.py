@@ -4,6 +4,7 @@ Run from the repository root::
 
     .venv/bin/python benchmarks/evaluate_speed.py              # with TRAIN: control + privacy too
     .venv/bin/python benchmarks/evaluate_speed.py --no-train   # synthetic vs real only
+    .venv/bin/python benchmarks/evaluate_speed.py --smoke      # 300 cells × 100 genes, light settings
 
 30,000 cells are simulated in one draw (``cellsynth.data.datasets.simulate``, 8 types from 8% to 25%
 plus a rare one, NB counts, CSR) and cut into REAL, SYNTH and TRAIN of 10,000 cells each, so that SYNTH
@@ -12,6 +13,8 @@ the default settings (every registered family, the control and the privacy metri
 of ``cellsynth.metrics.space.DEFAULT_SETTINGS``), from AnnData in to ``Metrics`` out; building the common
 space is included, simulating the data is not. The per-family seconds and the caps used are printed,
 and the last line is ``RESULT evaluate_seconds=<x>``. Target: ≤ 60 s on the 2-core development machine.
+``--smoke`` runs the same steps on 300 cells × 100 genes per set with light evaluation settings (fewer
+trees, folds and components; :mod:`smoke`): a check that the script works, not a measurement.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import os
 import time
 
 import numpy as np
+import smoke  # benchmarks/ is the script's directory
 
 from cellsynth.data.datasets import simulate
 from cellsynth.metrics import evaluate
@@ -46,7 +50,10 @@ def main() -> None:
     parser.add_argument("--genes", type=int, default=2000)
     parser.add_argument("--no-train", action="store_true", help="no TRAIN: no control, no privacy")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--smoke", action="store_true", help="300 cells × 100 genes: checks the script")
     args = parser.parse_args()
+    if args.smoke:
+        args.cells, args.genes = 300, smoke.GENES
 
     scale = 3 * args.cells / sum(TYPES.values())
     sizes = {t: int(round(n * scale)) for t, n in TYPES.items()}
@@ -59,7 +66,12 @@ def main() -> None:
 
     t0 = time.perf_counter()
     metrics = evaluate(
-        real, synth, label_key="cell_type", train=None if args.no_train else train, seed=args.seed
+        real,
+        synth,
+        label_key="cell_type",
+        train=None if args.no_train else train,
+        seed=args.seed,
+        settings=smoke.EVALUATE if args.smoke else None,
     )
     seconds = time.perf_counter() - t0
 

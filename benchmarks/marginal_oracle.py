@@ -3,6 +3,7 @@
 Run from the repository root, on a model saved by ``benchmarks/cgan_quality.py --save DIR``::
 
     .venv/bin/python benchmarks/marginal_oracle.py DIR --dataset baron_mouse_pancreas --type beta
+    .venv/bin/python benchmarks/marginal_oracle.py --smoke   # a 2-epoch cgan on tiny simulated data
 
 Same protocol as ``cgan_quality.py`` (50/50 split by type, seed 0, as many cells as TEST sampled with seed 0).
 The synthetic cells' log-normalised values (normalize_total 1e4 + log1p) are evaluated three ways:
@@ -18,18 +19,24 @@ This is a diagnostic (an oracle that reads TRAIN at sampling time), not a genera
 spread of that type's cells along the first principal components of its TEST and synthetic cells (2,000 most
 variable TEST genes) is printed for TEST, TRAIN and the synthetic cells (quantile-mapped), which shows along
 which axes the model's cells vary too little or too much.
+
+``--smoke`` needs no model directory: a cgan is fitted for 2 epochs on the TRAIN half of 300 simulated cells
+(:mod:`smoke`), saved and loaded again, and the steps above run on it with light evaluation settings and
+``--type`` defaulting to the largest type: a check that the script works, not a measurement.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
 import anndata as ad
 import numpy as np
 import scipy.sparse as sp
-from cgan_quality import load_dataset  # benchmarks/ is the script's directory
+import smoke  # benchmarks/ is the script's directory
+from cgan_quality import load_dataset
 
 from cellsynth import models
 from cellsynth.data.split import split_by_type
@@ -55,13 +62,31 @@ def quantile_map(S: np.ndarray, T: np.ndarray, rng: np.random.Generator) -> np.n
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model", type=Path)
-    ap.add_argument("--dataset", default="baron_mouse_pancreas", help="pbmc68k or a file in ../shared/data")
+    ap.add_argument("model", type=Path, nargs="?", help="model directory (none with --smoke)")
+    ap.add_argument(
+        "--dataset", default="baron_mouse_pancreas", help="pbmc68k, smoke or a file in ../shared/data"
+    )
     ap.add_argument("--type", default=None, help="print within-type spread along principal components")
+    ap.add_argument(
+        "--smoke", action="store_true", help="fit a tiny model on simulated data: checks the script"
+    )
     args = ap.parse_args()
+    if args.smoke:
+        args.dataset = "smoke"
+    elif args.model is None:
+        ap.error("the model directory is required (or --smoke)")
     adata, label_key = load_dataset(args.dataset)
     train, test = split_by_type(adata, label_key=label_key, test_fraction=0.5, seed=0)
-    model = models.load(args.model)
+    settings = None
+    if args.smoke:
+        settings = smoke.EVALUATE
+        args.type = args.type or str(train.obs[label_key].value_counts().index[0])
+        with tempfile.TemporaryDirectory() as tmp:
+            fitted = models.get("cgan", epochs=smoke.EPOCHS)
+            fitted.fit(train, label_key=label_key, seed=0, progress=False).save(Path(tmp) / "model")
+            model = models.load(Path(tmp) / "model")
+    else:
+        model = models.load(args.model)
     syn = model.sample(n=test.n_obs, seed=0)
     S, T = log_normalised(syn[:, train.var_names].X), log_normalised(train.X)
     lab_s = syn.obs[label_key].astype(str).to_numpy()
@@ -80,7 +105,13 @@ def main() -> None:
     for name, values in variants.items():
         s = ad.AnnData(sp.csr_matrix(values.astype(np.float32)), obs=syn.obs, var=train.var[[]])
         met = evaluate(
-            test, s, label_key=label_key, train=train, seed=0, families=["detection", "privacy", "genes"]
+            test,
+            s,
+            label_key=label_key,
+            train=train,
+            seed=0,
+            families=["detection", "privacy", "genes"],
+            settings=settings,
         )
         out[name] = {k: round(met.overall[k], 3) for k in KEYS if k in met.overall}
         print(json.dumps({name: out[name]}), flush=True)

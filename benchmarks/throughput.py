@@ -1,63 +1,70 @@
-"""Training throughput of cellsynth's cgan loop against a re-creation of the seed prototype's data path.
+"""Training throughput of cellsynth's cgan loop against the same step fed by a per-cell pandas data path.
 
 Run from the repository root::
 
     .venv/bin/python benchmarks/throughput.py --data baron       # 3 epochs of Baron mouse pancreas
     .venv/bin/python benchmarks/throughput.py --data simulated   # 1 epoch of 20,000 simulated cells
+    .venv/bin/python benchmarks/throughput.py --smoke            # 300 simulated cells, seconds
 
-Both sides train the same networks (``CGAN._build``, same initial weights), with the same losses
-(``CGAN._loss``), optimisers and hyperparameters (``CGAN._settings``), on the same training cells, for
-the same number of epochs:
+Both sides are ``CGAN.fit`` with the cgan's default parameters (plus ``--batch-size`` and the epochs):
+the same networks and initialisation (``CGAN._build`` and the start ``CGAN._fit`` gives them, from the
+same seed), the same losses and settings, the same training cells (the plan's stratified validation
+split), the same number of epochs. Only the plan ``CGAN._fit`` trains them in differs:
 
-* **ours**: the real :func:`cellsynth.train.adversarial.train_adversarial` (Fabric, class-balanced
-  minibatches densified from the CSR matrix, EMA as default) with validation pushed past the end of
-  the run. Only the loop is timed: per epoch, from the loop's own clock at the end of each epoch
-  (``history[i]["seconds"]``), which excludes the setup before the loop and the final validation.
-* **seed**: the prototype's data path: a ``torch.utils.data.Dataset`` whose ``__getitem__`` does a
-  pandas ``.loc[cell_id]`` on a dense cells × genes DataFrame of the training representation (float64,
-  as ``pd.read_csv`` gives) and a ``.loc`` for the label, returning Python lists and values; a
-  ``collate_fn`` that builds tensors from lists; ``DataLoader(shuffle=True, num_workers=0)``. Its
-  per-batch step does the same computations as ours (critic step on the detached generator output
-  with label mixing, classifier cross-entropy on the real cells, generator step with the critic
-  frozen: adversarial + class + sparsity loss), without Fabric or EMA.
+* **ours**: the cgan's :class:`~cellsynth.train.adversarial.AdversarialPlan`, unchanged (Fabric,
+  class-balanced minibatches densified from the CSR matrix, EMA as default, divergence checks), with
+  validation pushed past the end of the run; it only notes when each step starts. Only the loop is timed:
+  per epoch, from the loop's own clock at the end of each epoch (``history[i]["seconds"]``), which excludes
+  the set-up before the loop and the final validation.
+* **seed**: a plain training script's data path: a ``torch.utils.data.Dataset`` whose ``__getitem__`` does a
+  pandas ``.loc[cell_id]`` on a dense cells × genes DataFrame of the training representation (float64, as
+  ``pd.read_csv`` gives) and a ``.loc`` for the label, returning Python lists and values; a ``collate_fn``
+  that builds tensors from lists; ``DataLoader(shuffle=True, num_workers=0)``; a plain ``for`` loop over it
+  without EMA or validation. Each batch goes through the plan's own ``critic_step`` and ``generator_steps``
+  (R1, packing, count draws, classifier, zero-fraction, MMD and moment terms included), so both sides do the
+  same arithmetic per batch; the dataset also returns each cell's row, whose library size the count draw
+  uses.
 
 Cells processed are the real cells consumed by critic steps. The sides run ``--repeats`` times,
 interleaved (order alternating), each run waiting first for the CPUs to be idle; runs during which
 other processes took more than 15% of the machine's CPU time (read from ``/proc/stat``) are set aside
-when any quieter run exists. Each side's throughput is its best epoch (cells / loop seconds), as
-``timeit`` takes the minimum; the median epoch is printed too. The last line printed is
+when any quieter run exists. Per batch, the 10th percentile of the time of a full batch estimates the
+uncontended time; each side's whole-epoch throughput is its best epoch (cells / loop seconds), as
+``timeit`` takes the minimum, and the median epoch is printed too. The last line printed is
 ``RESULT throughput_ratio=<ours / seed>``. ``--profile`` replaces the timing by one cProfiled run per
 side (its timings carry the profiler's overhead; use the plain run for the throughput numbers).
+``--smoke`` runs one 1-epoch run per side on 300 simulated cells (:mod:`smoke`) with batches of 32 and no
+waiting: a check that the script works, not a measurement.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
+import dataclasses
 import io
 import os
 import platform
 import pstats
 import time
+from functools import partial
 from pathlib import Path
+from unittest import mock
 
+import anndata as ad
 import numpy as np
 import pandas as pd
+import smoke  # benchmarks/ is the script's directory
 import torch
-from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
+import cellsynth.models.cgan as cgan_module
 from cellsynth.data.celldata import CellData
 from cellsynth.models.cgan import CGAN
 from cellsynth.nn.blocks import one_hot_conditions
-from cellsynth.train.adversarial import (
-    TrainSettings,
-    soft_cross_entropy,
-    sparsity_loss,
-    split_validation,
-    train_adversarial,
-    zero_fraction_by_label,
-)
+from cellsynth.train.adversarial import AdversarialPlan
+from cellsynth.train.plan import TrainResult
 
 ROOT = Path(__file__).resolve().parent.parent
 BARON = ROOT.parent / "shared" / "data" / "baron_mouse_pancreas.h5ad"
@@ -65,83 +72,77 @@ SIM_TYPES = (8000, 5000, 3000, 2000, 1200, 500, 200, 100)  # 20,000 cells, rare 
 SIM_GENES = 2000
 PCT = 10  # per-batch times: the 10th percentile estimates the uncontended time (noise only adds)
 QUIET = 0.15  # runs during which other processes took more of the CPUs than this are set aside
+LABEL = "cell_type"
 
 
 # ---------------------------------------------------------------------------------------------- data
-def load_data(which: str, seed: int) -> tuple[CellData, str]:
+def load_data(which: str, seed: int) -> tuple[ad.AnnData, str]:
     if which == "baron":
         if not BARON.exists():
             raise SystemExit(f"{BARON} not found; use --data simulated")
-        import anndata as ad
+        return ad.read_h5ad(BARON), "Baron mouse pancreas"
+    if which == "smoke":
+        return smoke.smoke_cells(seed), "smoke.smoke_cells()"
+    from cellsynth.data.datasets import simulate
 
-        adata = ad.read_h5ad(BARON)
-        desc = "Baron mouse pancreas"
-    else:
-        from cellsynth.data.datasets import simulate
-
-        adata = simulate(SIM_TYPES, n_genes=SIM_GENES, seed=seed)
-        desc = "simulate(...)"
-    return CellData.from_anndata(adata, label_key="cell_type"), desc
+    return simulate(SIM_TYPES, n_genes=SIM_GENES, seed=seed), "simulate(...)"
 
 
-def build(data: CellData, params: dict, seed: int):
-    """Networks, loss and settings exactly as ``CGAN.fit`` builds them (same seed → same weights)."""
-    model = CGAN(**params)
-    sizes = [c.n for c in data.conditions]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        modules = model._build(sizes, data.n_genes)
-    return modules, model._loss(), model._settings()
+@contextlib.contextmanager
+def cgan_trains_in(plan_factory):
+    """``CGAN._fit`` builds its plan with ``plan_factory`` (same arguments as ``AdversarialPlan``): both sides
+    then get exactly the cgan's networks, initialisation, losses and settings."""
+    with mock.patch.object(cgan_module, "AdversarialPlan", plan_factory):
+        yield
+
+
+def fit_cgan(adata: ad.AnnData, params: dict, seed: int, plan_factory) -> CGAN:
+    # validation pushed past the end of the run (the loop still scores the last epoch, after its clock)
+    model = CGAN(**params, val_every_steps=10**9, patience=0)
+    with cgan_trains_in(plan_factory):
+        model.fit(adata, label_key=LABEL, device="cpu", seed=seed, progress=False)
+    return model
 
 
 # ---------------------------------------------------------------------------------------------- ours
-def run_ours(data: CellData, params: dict, seed: int) -> dict:
-    modules, loss, settings = build(data, params, seed)
-    settings.val_every_steps = 10**9  # no validation inside the run (the loop still scores the last epoch)
-    settings.patience = 0
-    assert loss.d_steps == 1, "per-batch timing below assumes one critic step per batch"
-    z_dim = modules["generator"].z_dim
-    calls: list[tuple[float, int]] = []
+class TimedPlan(AdversarialPlan):
+    """The cgan's plan, unchanged, noting ``(epoch, start time, cells)`` of every training step."""
 
-    def noise_fn(n, g, d):
-        # the loop's default noise, plus a timestamp: the first noise call of each batch marks its start
-        calls.append((time.perf_counter(), n))
-        return torch.randn(n, z_dim, generator=g, device=d)
+    def __init__(self, *args, steps: list, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.steps = steps
 
+    def training_step(self, rows: np.ndarray) -> dict[str, float]:
+        self.steps.append((self.loop["epoch"], time.perf_counter(), len(rows)))
+        return super().training_step(rows)
+
+
+def run_ours(adata: ad.AnnData, params: dict, seed: int) -> dict:
+    steps: list[tuple[int, float, int]] = []
     t0 = time.perf_counter()
-    result = train_adversarial(
-        modules["generator"],
-        modules["discriminator"],
-        modules["classifier"],
-        data,
-        loss,
-        settings,
-        device="cpu",
-        seed=seed,
-        progress=False,
-        noise_fn=noise_fn,
-    )
+    model = fit_cgan(adata, params, seed, partial(TimedPlan, steps=steps))
     wall = time.perf_counter() - t0
-    starts = [t for t, n in calls if n == settings.batch_size][:: 1 + settings.g_steps]
-    batch_s = list(np.diff(starts))  # start to start: one whole iteration of the loop
+    batch = params["batch_size"]
+    # start to start within an epoch: one whole iteration of the loop (the end of an epoch is not a batch)
+    batch_s = [b[1] - a[1] for a, b in zip(steps, steps[1:], strict=False) if a[0] == b[0] and a[2] == batch]
     # the loop's own clock at the end of each epoch (before any validation): per-epoch loop time
-    ends = [0.0] + [r["seconds"] for r in result.history]
-    steps = [0] + [r["g_step"] // settings.g_steps * loss.d_steps for r in result.history]
+    ends = [0.0] + [r["seconds"] for r in model.history]
     epochs = [
-        {"cells": (steps[i + 1] - steps[i]) * settings.batch_size, "seconds": ends[i + 1] - ends[i]}
-        for i in range(len(result.history))
+        {"cells": sum(n for e, _, n in steps if e == i), "seconds": ends[i + 1] - ends[i]}
+        for i in range(len(model.history))
     ]
     return {"epochs": epochs, "batch_s": batch_s, "wall_incl_setup": wall}
 
 
 # ---------------------------------------------------------------------------------------------- seed
 class SeedCells(Dataset):
-    """The prototype's dataset: a pandas lookup per cell, Python lists out."""
+    """A per-cell pandas lookup, Python lists out (and the cell's row, for its library size)."""
 
-    def __init__(self, expr: pd.DataFrame, obs: pd.DataFrame, cell_ids: list[str], label_key: str):
+    def __init__(self, expr: pd.DataFrame, obs: pd.DataFrame, rows: np.ndarray, label_key: str):
         self.expr = expr
         self.obs = obs
-        self.cell_ids = cell_ids
+        self.rows = rows
+        self.cell_ids = [str(expr.index[r]) for r in rows]
         self.label_key = label_key
         self.label_to_code = {c: i for i, c in enumerate(sorted(obs[label_key].unique()))}
 
@@ -152,12 +153,12 @@ class SeedCells(Dataset):
         cell_id = self.cell_ids[i]
         x = self.expr.loc[cell_id].tolist()
         label = self.obs.loc[cell_id, self.label_key]
-        return x, self.label_to_code[label]
+        return x, self.label_to_code[label], int(self.rows[i])
 
 
 def seed_collate(batch):
-    xs, ys = zip(*batch, strict=True)
-    return torch.tensor(list(xs)), torch.tensor(list(ys))
+    xs, ys, rows = zip(*batch, strict=True)
+    return torch.tensor(list(xs)), torch.tensor(list(ys)), np.array(rows)
 
 
 def seed_frames(data: CellData) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -166,99 +167,79 @@ def seed_frames(data: CellData) -> tuple[pd.DataFrame, pd.DataFrame]:
     ids = [str(c) for c in data.obs_names]
     expr = pd.DataFrame(data.dense_rows(np.arange(data.n_cells)).astype(np.float64), index=ids, columns=genes)
     label = data.label
-    obs = pd.DataFrame({"cell_type": np.asarray(label.categories)[label.codes]}, index=ids)
+    obs = pd.DataFrame({LABEL: np.asarray(label.categories)[label.codes]}, index=ids)
     return expr, obs
 
 
-def run_seed(data: CellData, frames: tuple[pd.DataFrame, pd.DataFrame], params: dict, seed: int, epochs: int):
-    modules, loss, settings = build(data, params, seed)
-    generator, discriminator = modules["generator"], modules["discriminator"]
-    classifier = modules["classifier"]
-    for m in modules.values():
-        m.train()
-    rng = np.random.default_rng(seed)
-    train_rows, _ = split_validation(data.label.codes, settings.val_fraction, rng)  # the same training cells
-    target_zero = torch.from_numpy(zero_fraction_by_label(data, train_rows))
-    expr, obs = frames
-    # the seed's label codes (sorted names) must match CellData's, as one_hot/target_zero index by them
-    assert list(np.sort(data.label.categories)) == list(data.label.categories)
-    dataset = SeedCells(expr, obs, [str(data.obs_names[r]) for r in train_rows], "cell_type")
-    gen = torch.Generator().manual_seed(seed)
-    loader = DataLoader(
-        dataset,
-        batch_size=settings.batch_size,
-        shuffle=True,
-        num_workers=0,
-        collate_fn=seed_collate,
-        generator=gen,
-    )
-    sizes = [c.n for c in data.conditions]
-    z_dim = generator.z_dim
-    opt_g = torch.optim.Adam(generator.parameters(), lr=settings.lr_g, betas=settings.betas, foreach=True)
-    d_params = list(discriminator.parameters()) + list(classifier.parameters())
-    opt_d = torch.optim.Adam(d_params, lr=settings.lr_d, betas=settings.betas, foreach=True)
+class PandasLoopPlan(AdversarialPlan):
+    """The cgan's training step in a plain loop over the pandas DataLoader: no EMA, no validation, no
+    balanced draws, no checkpoints or divergence checks."""
 
-    def fake_conditions(w_real):
-        # the same label mixing as ours, so the per-batch work matches
-        lab = w_real[0]
-        b = len(lab)
-        mixed = torch.rand(b, generator=gen) < settings.mix_prob
-        if b < 2 or not bool(mixed.any()):
-            return w_real
-        partner = torch.randperm(b, generator=gen)
-        alpha = torch.rand(b, 1, generator=gen)
-        mix = alpha * lab + (1 - alpha) * lab[partner]
-        return [torch.where(mixed[:, None], mix, lab), *w_real[1:]]
+    def __init__(self, generator, discriminator, classifier, loss, settings, *, frames, record, **kwargs):
+        settings = dataclasses.replace(settings, ema_decay=None)
+        super().__init__(generator, discriminator, classifier, loss, settings, **kwargs)
+        self.frames = frames
+        self.record = record
 
-    records = []
-    batch_s, batch_data_s = [], []
-    for _ in range(epochs):
-        cells = 0
-        data_s = 0.0
-        t0 = time.perf_counter()
-        it = iter(loader)
-        while True:
-            td = time.perf_counter()
-            try:
-                x_real, y = next(it)
-            except StopIteration:
-                break
-            data_s_batch = time.perf_counter() - td
-            data_s += data_s_batch
-            codes = y[:, None]
-            w_real = one_hot_conditions(codes, sizes)
-            bsz = len(y)
-            # critic (+ classifier on real cells)
-            w_fake = fake_conditions(w_real)
-            with torch.no_grad():
-                x_fake, _ = generator(torch.randn(bsz, z_dim, generator=gen), w_fake)
-            d_loss = loss.d_loss(discriminator(x_real, w_real), discriminator(x_fake, w_fake))
-            c_loss = F.cross_entropy(classifier(x_real)[0], y)
-            opt_d.zero_grad(set_to_none=True)
-            (d_loss + c_loss).backward()
-            opt_d.step()
-            d_loss.item(), c_loss.item()
-            # generator (critic frozen, as ours)
-            for p in d_params:
-                p.requires_grad_(False)
-            w_fake = fake_conditions(w_real)
-            x_fake, pre = generator(torch.randn(bsz, z_dim, generator=gen), w_fake)
-            g_loss = loss.g_loss(discriminator(x_fake, w_fake))
-            cf = soft_cross_entropy(classifier(x_fake)[0], w_fake[0])
-            sp_loss = sparsity_loss(pre, w_fake[0], target_zero, settings.sparsity_temperature)
-            total = g_loss + settings.class_weight * cf + settings.sparsity_weight * sp_loss
-            opt_g.zero_grad(set_to_none=True)
-            total.backward()
-            opt_g.step()
-            g_loss.item(), cf.item(), sp_loss.item()
-            for p in d_params:
-                p.requires_grad_(True)
-            cells += bsz
-            if bsz == settings.batch_size:  # the last, partial batch of an epoch is not comparable
-                batch_s.append(time.perf_counter() - td)
-                batch_data_s.append(data_s_batch)
-        records.append({"cells": cells, "seconds": time.perf_counter() - t0, "data_s": data_s})
-    return {"epochs": records, "batch_s": batch_s, "batch_data_s": batch_data_s}
+    def fit(self, data, *, resume=None) -> TrainResult:
+        s = self.settings
+        self.setup(data)  # device, random generators, the same training cells, statistics, optimisers
+        expr, obs = self.frames
+        assert list(expr.index) == [str(c) for c in data.obs_names], "frames of other cells"
+        assert expr.shape[1] == data.n_genes, "frames of other genes"
+        # the dataset's label codes (sorted names) must be CellData's, as the conditions index by them
+        assert list(np.sort(data.label.categories)) == list(data.label.categories)
+        assert len(data.conditions) == 1, "the dataset gives the label only"
+        loader = DataLoader(
+            SeedCells(expr, obs, self.train_rows, LABEL),
+            batch_size=s.batch_size,
+            shuffle=True,
+            num_workers=0,
+            collate_fn=seed_collate,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+        records, batch_s, batch_data_s = [], [], []
+        for _ in range(s.epochs):
+            cells = 0
+            data_s = 0.0
+            t0 = time.perf_counter()
+            it = iter(loader)
+            while True:
+                td = time.perf_counter()
+                try:
+                    x_real, y, rows = next(it)
+                except StopIteration:
+                    break
+                data_s_batch = time.perf_counter() - td
+                data_s += data_s_batch
+                self.step_on(x_real, y, rows)
+                cells += len(y)
+                if len(y) == s.batch_size:  # the last, partial batch of an epoch is not comparable
+                    batch_s.append(time.perf_counter() - td)
+                    batch_data_s.append(data_s_batch)
+            records.append({"cells": cells, "seconds": time.perf_counter() - t0, "data_s": data_s})
+        self.record.update(epochs=records, batch_s=batch_s, batch_data_s=batch_data_s)
+        state = {k: v.detach().clone() for k, v in self.generator.state_dict().items()}
+        return TrainResult(state, [], "epochs", None)
+
+    def step_on(self, x_real: torch.Tensor, labels: torch.Tensor, rows: np.ndarray) -> dict[str, float]:
+        """``training_step``'s work on a batch the loader made dense (the label its only condition)."""
+        dev = self.device
+        x_real = x_real.to(dev)
+        codes = labels[:, None].to(dev)
+        w_real = one_hot_conditions(codes, self.sizes)
+        packed = self.packing(codes)
+        out = self.critic_step(x_real, codes, w_real, rows, packed)
+        self.d_count += 1
+        if self.d_count % self.loss.d_steps == 0:
+            out.update(self.generator_steps(x_real, w_real, rows, packed))
+        return out
+
+
+def run_seed(adata: ad.AnnData, frames: tuple[pd.DataFrame, pd.DataFrame], params: dict, seed: int) -> dict:
+    record: dict = {}
+    fit_cgan(adata, params, seed, partial(PandasLoopPlan, frames=frames, record=record))
+    return record
 
 
 # ---------------------------------------------------------------------------------------------- profile
@@ -313,6 +294,8 @@ def _own_seconds() -> float:
 
 def wait_quiet(max_wait: float, threshold: float = 0.1) -> None:
     """Wait (at most ``max_wait`` s) until other processes use less than ``threshold`` of the CPUs."""
+    if max_wait <= 0:
+        return
     t_end = time.perf_counter() + max_wait
     while True:
         w = CpuWatch()
@@ -349,35 +332,59 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--repeats", type=int, default=None, help="interleaved runs per side (default 2 baron, 3 simulated)"
     )
-    ap.add_argument("--batch-size", type=int, default=TrainSettings.batch_size)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument(
-        "--wait-quiet", type=float, default=300.0, help="max seconds to wait for idle CPUs before each run"
+        "--batch-size", type=int, default=None, help=f"default {CGAN.default_params['batch_size']}"
+    )
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default 2)")
+    ap.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=None,
+        help="max seconds to wait for idle CPUs before each run (300)",
     )
     ap.add_argument("--profile", action="store_true", help="one cProfiled run per side instead of timing")
+    ap.add_argument(
+        "--smoke", action="store_true", help="300 simulated cells, 1 run of 1 epoch: checks the script"
+    )
     args = ap.parse_args(argv)
-    which = args.data or ("baron" if BARON.exists() else "simulated")
-    epochs = args.epochs or (3 if which == "baron" else 1)
-    repeats = 1 if args.profile else (args.repeats or (2 if which == "baron" else 3))
+    if args.smoke:  # what the options do not set: tiny data, one short run per side, no waiting
+        which = "smoke"
+        defaults = {"epochs": 1, "repeats": 1, "batch_size": 32, "threads": 1, "wait_quiet": 0}
+    else:
+        which = args.data or ("baron" if BARON.exists() else "simulated")
+        defaults = {
+            "epochs": 3 if which == "baron" else 1,
+            "repeats": 2 if which == "baron" else 3,
+            "batch_size": CGAN.default_params["batch_size"],
+            "threads": 2,
+            "wait_quiet": 300.0,
+        }
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    epochs = args.epochs
+    repeats = 1 if args.profile else args.repeats
     torch.set_num_threads(args.threads)
 
-    data, desc = load_data(which, args.seed)
+    adata, desc = load_data(which, args.seed)
+    data = CellData.from_anndata(adata, label_key=LABEL)  # as CGAN.fit builds it
     params = {"epochs": epochs, "batch_size": args.batch_size}
     print(
         f"data: {desc}: {data.n_cells} cells x {data.n_genes} genes, {data.label.n} types; "
         f"epochs={epochs} repeats={repeats} batch_size={args.batch_size} threads={torch.get_num_threads()} "
         f"torch={torch.__version__} python={platform.python_version()} cpus={os.cpu_count()}"
     )
-    if TrainSettings.balance:
-        print("note: ours draws class-balanced minibatches (balance=0.5); the seed shuffles uniformly")
+    balance = CGAN.default_params["balance"]
+    if balance:
+        print(f"note: ours draws class-balanced minibatches (balance={balance}); the seed shuffles uniformly")
     t = time.perf_counter()
     frames = seed_frames(data)
     print(f"seed: dense float64 DataFrame built in {time.perf_counter() - t:.1f} s (setup, not timed)")
 
     if args.profile:
-        ours, o_stats, o_total, o_txt = profiled(run_ours, data, params, args.seed)
-        seed, s_stats, s_total, s_txt = profiled(run_seed, data, frames, params, args.seed, epochs)
+        ours, o_stats, o_total, o_txt = profiled(run_ours, adata, params, args.seed)
+        seed, s_stats, s_total, s_txt = profiled(run_seed, adata, frames, params, args.seed)
         o_loop = sum(e["seconds"] for e in ours["epochs"])
         s_loop = sum(e["seconds"] for e in seed["epochs"])
         print("\n--- cProfile: ours (cumulative)\n" + o_txt)
@@ -390,7 +397,7 @@ def main(argv: list[str] | None = None) -> None:
             ("data: CSR rows -> dense (ours)", "dense_rows", "celldata"),
             ("data: pandas .loc + tolist (seed)", "__getitem__", "throughput"),
             ("data: torch.tensor from lists (seed)", "seed_collate", "throughput"),
-            ("setup: PCA basis SVD (ours, not timed)", "principal_axes", "adversarial"),
+            ("setup: principal axes (both, not timed)", "principal_axes", "stats"),
         ]
         print(f"{'where (cProfile cumulative s)':<42} {'ours':>7} {'% loop':>7} {'seed':>7} {'% loop':>7}")
         for label, name, file_part in parts:
@@ -398,8 +405,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{label:<42} {o:>7.2f} {100 * o / o_loop:>7.1f} {sd:>7.2f} {100 * sd / s_loop:>7.1f}")
         print(f"{'timed loop':<42} {o_loop:>7.2f} {100.0:>7.1f} {s_loop:>7.2f} {100.0:>7.1f}")
         print(
-            f"ours: train_adversarial {o_total:.2f} s in all (setup + loop + final validation); "
-            f"seed: run_seed {s_total:.2f} s in all"
+            f"ours: run_ours {o_total:.2f} s in all (set-up + loop + final validation); "
+            f"seed: run_seed {s_total:.2f} s in all (set-up + loop)"
         )
         ours_runs, seed_runs = [ours], [seed]
     else:
@@ -409,11 +416,11 @@ def main(argv: list[str] | None = None) -> None:
                 wait_quiet(args.wait_quiet)
                 watch = CpuWatch()
                 if side == "ours":
-                    r = run_ours(data, params, args.seed)
+                    r = run_ours(adata, params, args.seed)
                     ours_runs.append(r)
                     extra = f" (wall incl. setup and final validation {r['wall_incl_setup']:.1f} s)"
                 else:
-                    r = run_seed(data, frames, params, args.seed, epochs)
+                    r = run_seed(adata, frames, params, args.seed)
                     seed_runs.append(r)
                     d = sum(e["data_s"] for e in r["epochs"])
                     extra = f" (of which DataLoader: pandas + collate {d:.1f} s)"

@@ -103,3 +103,14 @@ def test_pbmc68k_has_integer_counts_and_ten_types():
     assert a.shape == (700, 765)
     assert a.obs["bulk_labels"].nunique() == 10
     assert np.array_equal(a.X.data, np.round(a.X.data)) and a.X.data.min() > 0
+
+
+@pytest.mark.parametrize(("axis", "noun"), [("var", "gene"), ("obs", "cell")])
+def test_duplicate_names_are_an_input_error_naming_them(axis, noun):
+    adata = simulate({"a": 10, "b": 10}, n_genes=8, seed=0)
+    names = list(getattr(adata, f"{axis}_names"))
+    names[3] = names[2]
+    setattr(adata, f"{axis}_names", names)
+    message = rf"adata: 1 {noun} name occurs more than once \('{names[2]}' ×2\) — call adata\.{axis}_"
+    with pytest.raises(InputError, match=message):
+        CellData.from_anndata(adata, label_key="cell_type")

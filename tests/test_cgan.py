@@ -295,3 +295,51 @@ def test_within_type_axes_and_generator_start_on_them():
             assert ((ratio > 0.7) & (ratio < 1.3)).all(), ratio
             off_axes = (x - x.mean(0)) - proj @ axes
             assert off_axes.pow(2).sum(1).mean() < 0.05 * spread.pow(2).sum()
+
+
+# tiny networks and few principal axes: the set-up PCAs dominate these fits otherwise
+TINY = dict(
+    val_every_steps=5,
+    g_hidden=(32,),
+    d_hidden=(32, 16),
+    c_hidden=(16, 8),
+    critic_components=8,
+    init_variation=0,
+)
+
+
+@pytest.mark.parametrize(("key", "value"), [("loss", "hinge"), ("optimizer", "rmsprop")])
+def test_hinge_loss_and_rmsprop_train_and_sample_labelled_cells(counts_adata, key, value):
+    m = models.get("cgan", epochs=2, **{key: value}, **TINY)
+    m.fit(counts_adata, label_key="cell_type", progress=False)
+    assert m.params[key] == value
+    assert len(m.history) == 2 and m.fit_record["stopped_because"] == "epochs"
+    assert all(np.isfinite(r["d_loss"]) and np.isfinite(r["g_loss"]) for r in m.history)
+    s = m.sample(n=60, proportions="uniform", seed=0)
+    assert np.isfinite(s.X.data).all() and s.X.data.min() >= 0
+    assert s.obs["cell_type"].value_counts().to_dict() == {"alpha": 15, "beta": 15, "gamma": 15, "rare": 15}
+
+
+def test_a_time_budget_stops_before_the_epoch_cap(counts_adata):
+    m = models.get("cgan", epochs=10_000, max_minutes=0.005, **TINY)
+    m.fit(counts_adata, label_key="cell_type", progress=False)
+    assert m.fit_record["stopped_because"] == "time budget"
+    assert 1 <= len(m.history) < 10_000
+    assert m.sample(n=10, seed=0).n_obs == 10
+
+
+def test_early_stopping_stops_before_the_epoch_cap(counts_adata):
+    m = models.get("cgan", epochs=300, patience=1, **{**TINY, "val_every_steps": 1})
+    m.fit(counts_adata, label_key="cell_type", progress=False)
+    assert m.fit_record["stopped_because"] == "early stopping"
+    assert len(m.history) < 300
+    scores = [r["val_mmd"] for r in m.history if "val_mmd" in r]
+    assert scores[-1] >= min(scores[:-1])  # the last validation did not improve on the best
+    assert m.fit_record["best_val_mmd"] == pytest.approx(min(scores))
+
+
+def test_the_epoch_cap_stops_after_exactly_that_many_epochs(counts_adata):
+    m = models.get("cgan", epochs=3, patience=0, **TINY)
+    m.fit(counts_adata, label_key="cell_type", progress=False)
+    assert m.fit_record["stopped_because"] == "epochs"
+    assert [r["epoch"] for r in m.history] == [1, 2, 3]

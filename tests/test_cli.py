@@ -179,3 +179,171 @@ def test_cli_fits_garage_and_samples_the_size_ladder(h5ad_path, tmp_path):
 def test_cli_rejects_garage_options_for_other_models(h5ad_path, tmp_path):
     result = runner.invoke(app, ["fit", str(h5ad_path), "--leakage", "0.2", "--out", str(tmp_path / "m")])
     assert result.exit_code == 2 and "--model garage" in result.output
+
+
+@pytest.mark.slow
+def test_demo_fits_pbmc68k_and_writes_labelled_cells_with_the_extra_rare_cells(tmp_path):
+    """The demo's own quick figures (a 200-tree forest) and the PCAs on 765 genes take ~10 s."""
+    from cellsynth import load
+    from cellsynth.data.datasets import pbmc68k
+
+    out = tmp_path / "demo"
+    r = invoke("demo", "--out", out, "--max-minutes", 0.05)
+    assert r.exit_code == 0, r.output
+    real = pbmc68k()
+    real_counts = real.obs["bulk_labels"].value_counts()
+    rarest = real_counts.idxmin()
+    s = ad.read_h5ad(out / "synthetic.h5ad")
+    assert list(s.var_names) == list(real.var_names)
+    assert np.array_equal(s.X.data, np.round(s.X.data))
+    # the real proportions over pbmc68k's size, plus the 200 cells of the rarest type the demo asks for
+    synth_counts = s.obs["bulk_labels"].value_counts()
+    assert s.n_obs == real.n_obs + 200
+    for name, k in real_counts.items():
+        assert synth_counts[name] == k + (200 if name == rarest else 0), name
+    model = load(out / "model")
+    assert model.fit_record["stopped_because"] == "time budget"
+    assert model.sample(n=5, seed=0).obs["bulk_labels"].isin(real_counts.index).all()
+
+
+def test_ladder_writes_exactly_six_files_sized_by_the_training_cells(model_dir, h5ad_path, tmp_path):
+    n_train = ad.read_h5ad(h5ad_path).n_obs
+    r = invoke("sample", model_dir, "--ladder", "--proportions", "uniform", "--out", tmp_path / "s.csv")
+    assert r.exit_code == 0, r.output
+    factors = ("0.25", "0.5", "0.75", "1", "1.25", "1.5")
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == sorted([f"s_{f}x.csv" for f in factors] + [f"s_{f}x_labels.csv" for f in factors])
+    for f in factors:
+        X = pd.read_csv(tmp_path / f"s_{f}x.csv", index_col=0)
+        labels = pd.read_csv(tmp_path / f"s_{f}x_labels.csv", index_col=0)
+        assert len(X) == len(labels) == round(float(f) * n_train)
+        assert labels["cell_type"].isin(["B_cell", "T_cell", "NK"]).all()
+    r = invoke("sample", model_dir, "--ladder", "--n", 10, "--out", tmp_path / "other.h5ad")
+    assert_user_error(r, "--ladder", "--n")
+    assert not list(tmp_path.glob("other*"))
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--n", 5, "--mix", "B_cell=1"], ["--mix", "two or more"]),
+        (["--n", 5, "--mix", "B_cell=-0.5,T_cell=1.5"], ["--mix", "non-negative"]),
+        (["--n", 5, "--mix", "B_cell=0.5,Neuron=0.5"], ["Neuron"]),
+        (["--mix", "B_cell=0.5,T_cell=0.5"], ["--n"]),
+    ],
+    ids=["one-label", "negative-weight", "unknown-label", "no-n"],
+)
+def test_bad_mix_requests_are_one_line_errors(model_dir, tmp_path, args, words):
+    out = tmp_path / "mix.h5ad"
+    assert_user_error(invoke("sample", model_dir, *args, "--out", out), *words)
+    assert not list(tmp_path.iterdir())
+
+
+def test_fit_refuses_an_existing_file_as_the_model_directory(h5ad_path, tmp_path):
+    target = tmp_path / "model"
+    target.write_text("not a model directory")
+    r = invoke("fit", h5ad_path, "--epochs", 1, "--out", target, *SMALL)
+    assert_user_error(r, str(target), "not a directory")
+    assert target.read_text() == "not a model directory"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_sample_refuses_a_directory_as_the_output_file(model_dir, tmp_path):
+    target = tmp_path / "cells.h5ad"
+    target.mkdir()
+    r = invoke("sample", model_dir, "--n", 5, "--out", target)
+    assert_user_error(r, str(target), "is a directory")
+    assert not list(target.iterdir()) and sorted(p.name for p in tmp_path.iterdir()) == ["cells.h5ad"]
+
+
+def test_an_output_under_a_file_is_a_one_line_error(h5ad_path, model_dir, tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    r = invoke("sample", model_dir, "--n", 5, "--out", blocker / "sub" / "s.h5ad")
+    assert_user_error(r, "--out", "blocker is a file, not a folder")
+    r = invoke("fit", h5ad_path, "--epochs", 1, "--out", blocker / "model", *SMALL)
+    assert_user_error(r, "--out", "blocker is a file, not a folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]
+
+
+def test_an_unwritable_output_folder_is_a_one_line_error(model_dir, tmp_path):
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root can write into a read-only folder")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        r = invoke("sample", model_dir, "--n", 5, "--out", locked / "s.h5ad")
+        assert_user_error(r, "writable")
+        assert not list(locked.iterdir())
+    finally:
+        locked.chmod(0o700)
+
+
+def test_device_cuda_without_a_gpu_is_a_one_line_error(h5ad_path, model_dir, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is visible")
+    r = invoke("fit", h5ad_path, "--epochs", 1, "--device", "cuda", "--out", tmp_path / "m", *SMALL)
+    assert_user_error(r, "--device cuda", "no CUDA GPU")
+    r = invoke("sample", model_dir, "--n", 5, "--device", "cuda", "--out", tmp_path / "s.h5ad")
+    assert_user_error(r, "--device cuda", "no CUDA GPU")
+    assert not list(tmp_path.iterdir())
+
+
+def test_as_is_input_with_n_genes_samples_scaled_values_over_the_selected_genes(tmp_path):
+    import scanpy as sc
+
+    scaled = simulate({"B_cell": 60, "T_cell": 60}, n_genes=50, seed=7)
+    sc.pp.normalize_total(scaled, target_sum=1e4)
+    sc.pp.log1p(scaled)
+    sc.pp.scale(scaled)  # z-scores: negative values, no longer counts
+    assert scaled.X.min() < 0
+    path = tmp_path / "scaled.h5ad"
+    scaled.write_h5ad(path)
+    model = tmp_path / "m"
+    r = invoke(
+        "fit", path, "--representation", "as_is", "--n-genes", 20, "--epochs", 2, "--out", model, *SMALL
+    )
+    assert r.exit_code == 0, r.output
+    r = invoke("sample", model, "--n", 40, "--out", tmp_path / "s.h5ad")
+    assert r.exit_code == 0, r.output
+    s = ad.read_h5ad(tmp_path / "s.h5ad")
+    assert s.n_vars == 20 and set(s.var_names) <= set(scaled.var_names)
+    assert s.var_names.is_unique
+    X = np.asarray(s.X.toarray() if hasattr(s.X, "toarray") else s.X)
+    assert np.isfinite(X).all() and not np.array_equal(X, np.round(X))
+    assert (X < 0).any()
+    assert s.uns["cellsynth"]["representation"] == "as_is"
+
+
+def test_counts_input_with_n_genes_samples_integer_counts_over_those_genes(h5ad_path, tmp_path):
+    model = tmp_path / "m"
+    r = invoke("fit", h5ad_path, "--n-genes", 30, "--epochs", 2, "--out", model, *SMALL)
+    assert r.exit_code == 0, r.output
+    r = invoke("sample", model, "--n", 40, "--out", tmp_path / "s.h5ad")
+    assert r.exit_code == 0, r.output
+    s = ad.read_h5ad(tmp_path / "s.h5ad")
+    genes = list(ad.read_h5ad(h5ad_path).var_names)
+    assert s.n_vars == 30 and set(s.var_names) <= set(genes)
+    # the selected genes keep the input's order
+    assert list(s.var_names) == [g for g in genes if g in set(s.var_names)]
+    assert s.X.data.size and np.array_equal(s.X.data, np.round(s.X.data)) and s.X.data.min() >= 0
+
+
+def test_duplicate_gene_names_stop_split_unless_make_unique(h5ad_path, tmp_path):
+    adata = ad.read_h5ad(h5ad_path)
+    genes = list(adata.var_names)
+    genes[1] = genes[0]
+    adata.var_names = genes
+    adata.write_h5ad(tmp_path / "dup.h5ad")
+    r = invoke("split", tmp_path / "dup.h5ad", "--out", tmp_path / "a")
+    assert_user_error(r, "dup.h5ad", "1 gene name occurs more than once", repr(genes[0]), "--make-unique")
+    assert not (tmp_path / "a" / "train.h5ad").exists()
+    r = invoke("split", tmp_path / "dup.h5ad", "--out", tmp_path / "b", "--make-unique")
+    assert r.exit_code == 0, r.output
+    train = ad.read_h5ad(tmp_path / "b" / "train.h5ad")
+    assert list(train.var_names[:2]) == [genes[0], f"{genes[0]}-1"]

@@ -114,13 +114,22 @@ def test_per_type_table_and_outputs(evaluated, tmp_path):
     assert list(csv.index) == list(table.index)
 
 
-def test_json_writes_nan_as_null(tmp_path):
+def test_json_writes_nan_as_null_and_numpy_as_plain_values(tmp_path):
     frame = pd.DataFrame({"n_real": [3], "mmd": [np.nan]}, index=["rare"])
-    m = Metrics({"mmd": float("nan")}, {}, frame, {"seed": np.int64(0)})
+    settings = {
+        "seed": np.int64(0),
+        "diagnostics": {"converged": np.bool_(True), "cost": np.float32("inf"), "axes": np.arange(3)},
+        "genes": (np.str_("CD3E"), "MS4A1"),
+        "out": tmp_path,  # a value JSON has no type for: written as its text
+    }
+    m = Metrics({"mmd": float("nan")}, {"mmd": np.float64(0.25)}, frame, settings)
     path, _ = write_outputs(m, tmp_path)
     data = json.loads(path.read_text())
     assert data["overall"]["mmd"] is None and data["per_type"]["rare"]["mmd"] is None
+    assert data["control"]["mmd"] == 0.25
     assert data["settings"]["seed"] == 0
+    assert data["settings"]["diagnostics"] == {"converged": True, "cost": None, "axes": [0, 1, 2]}
+    assert data["settings"]["genes"] == ["CD3E", "MS4A1"] and data["settings"]["out"] == str(tmp_path)
 
 
 def test_wasserstein_of_a_set_with_itself_is_zero():
@@ -190,6 +199,12 @@ def test_verdicts_in_table_follow_declared_directions():
     # a fixed threshold that fires overrides the comparison with the control
     easy = Metrics({"detection_auc": 0.9}, {"detection_auc": 0.89}, None, {}).table()
     assert easy["verdict"].tolist() == ["easily told apart"] and easy["level"].tolist() == ["bad"]
+    # a privacy value that could not be computed is not judged on its threshold
+    missing = Metrics({"dcr_ratio": float("nan")}, {}, None, {}).table()
+    assert missing["verdict"].tolist() == ["not computed"] and missing["level"].tolist() == ["none"]
+    # between the thresholds without a control: borderline
+    middle = Metrics({"detection_auc": 0.7, "dcr_ratio": 0.7}, {}, None, {}).table()
+    assert middle["verdict"].tolist() == ["borderline"] * 2 and middle["level"].tolist() == ["warn"] * 2
 
 
 def test_gene_names_must_match(halves):
@@ -289,10 +304,23 @@ def test_baron_train_as_synthetic_is_flagged_and_real_control_is_ideal():
     assert m.control["detection_auc"] <= 0.6
 
 
-def test_family_settings_are_declared_and_overridable(halves):
+@pytest.fixture
+def settings_registry():
+    """The global registry of family settings, restored after the test (a declaration made in a test
+    must not reach the settings of every later evaluation)."""
+    from cellsynth.metrics import SETTINGS
+
+    saved = dict(SETTINGS)
+    yield SETTINGS
+    SETTINGS.clear()
+    SETTINGS.update(saved)
+
+
+def test_family_settings_are_declared_and_overridable(halves, settings_registry):
     from cellsynth.metrics import register_settings
 
     train, test = halves
     register_settings({"test_only_cap": 7})
+    assert settings_registry["test_only_cap"] == 7
     m = evaluate(test, train, label_key="cell_type", families=["genes"], settings={"test_only_cap": 3})
     assert m.settings["test_only_cap"] == 3 and m.settings["n_hvg"] == 2000

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cellsynth.metrics import biology
+from cellsynth.metrics import biology, gene_sets
 from cellsynth.metrics.base import FAMILIES, METRICS, EvalContext, Space
 
 TYPES = {"alpha": 360, "beta": 280, "gamma": 200, "delta": 90, "rare": 30}
@@ -157,22 +157,22 @@ def test_rare_types_rule():
 
 def test_marker_overlap_of_a_set_with_itself_is_one(halves):
     (real, _, _), _, _ = halves
-    assert biology.marker_overlap(real.X, real.labels, real.X, real.labels) == 1.0
-    markers = biology.marker_genes(real.X, real.labels, ["rare"], n_genes=20)
+    assert gene_sets.marker_overlap(real.X, real.labels, real.X, real.labels) == 1.0
+    markers = gene_sets.marker_genes(real.X, real.labels, ["rare"], n_genes=20)
     assert len(markers["rare"]) == 20
     # a type with too few cells on one side is left out; none left is NaN
-    assert np.isnan(biology.marker_overlap(real.X, real.labels, real.X[:2], real.labels[:2]))
+    assert np.isnan(gene_sets.marker_overlap(real.X, real.labels, real.X[:2], real.labels[:2]))
 
 
 def test_cv2_feature_overlap(halves):
     (real, same, _), _, _ = halves
-    assert biology.cv2_feature_overlap(real.X, real.X) == 1.0
+    assert gene_sets.cv2_feature_overlap(real.X, real.X) == 1.0
     # the rule on a tiny example: var/mean² of expm1(X), zero-mean genes never chosen
     E = np.array([[1.0, 2.0, 0.0, 5.0], [1.0, 4.0, 0.0, 0.0], [1.0, 6.0, 0.0, 1.0]])
     X = np.log1p(E)
-    assert biology.cv2_top_genes(X, 2).tolist() == [3, 1]
-    assert biology.cv2_top_genes(X, 10).tolist() == [3, 1, 0]
-    assert biology.cv2_top_genes(E, 1, log1p=False).tolist() == [3]
+    assert gene_sets.cv2_top_genes(X, 2).tolist() == [3, 1]
+    assert gene_sets.cv2_top_genes(X, 10).tolist() == [3, 1, 0]
+    assert gene_sets.cv2_top_genes(E, 1, log1p=False).tolist() == [3]
     # unrelated noise shares few of the top genes
     noise = np.random.default_rng(0).permuted(real.X, axis=1)
-    assert biology.cv2_feature_overlap(real.X, noise) < 0.3
+    assert gene_sets.cv2_feature_overlap(real.X, noise) < 0.3

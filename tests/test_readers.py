@@ -13,8 +13,7 @@ import pytest
 import scipy.sparse as sp
 from scipy.io import mmwrite
 
-from cellsynth.data import readers
-from cellsynth.data.readers import read
+from cellsynth.data.readers import FORMATS, common, read
 from cellsynth.errors import InputError
 
 N_CELLS, N_GENES = 40, 30
@@ -138,15 +137,21 @@ def test_10x_h5(tmp_path, data):
     assert adata.uns["cellsynth_read"] == {"format": "10x_h5"}
 
 
-def test_10x_duplicate_gene_names_made_unique_with_warning(tmp_path, data):
+def test_10x_duplicate_gene_names_are_an_error_unless_made_unique(tmp_path, data):
     counts, cells, genes, _ = data
     dup = genes.copy()
     dup[5] = dup[4]
     write_mtx_folder(tmp_path / "d", (counts, cells, dup, None))
-    with pytest.warns(UserWarning, match="duplicate gene names"):
-        adata = read(tmp_path / "d")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no library warning on the way to the error
+        with pytest.raises(
+            InputError, match=rf"1 gene name occurs more than once \('{genes[4]}' ×2\).*--make-unique"
+        ):
+            read(tmp_path / "d")
+        adata = read(tmp_path / "d", make_unique=True)
     assert adata.var_names.is_unique
     assert list(adata.var_names[4:6]) == [genes[4], f"{genes[4]}-1"]
+    assert adata.uns["cellsynth_read"] == {"format": "10x_mtx", "made_unique": {"genes": 1}}
 
 
 # ------------------------------------------------------------------------------------------- CSV / TSV
@@ -189,7 +194,7 @@ def test_gzipped_csv_without_labels_and_explicit_transpose(tmp_path, data):
 
 
 def test_csv_read_in_many_chunks_r_style_header_and_dense_output(tmp_path, data, monkeypatch):
-    monkeypatch.setattr(readers, "_CHUNK_VALUES", 50)  # a couple of rows per chunk
+    monkeypatch.setattr(common, "CHUNK_VALUES", 50)  # a couple of rows per chunk
     counts, cells, genes, types = data
     full = counts + 1  # no zeros: stored dense
     # R's write.csv(row.names=TRUE) without the corner cell, space-free whitespace-separated values
@@ -209,6 +214,51 @@ def test_csv_numeric_index_under_empty_corner(tmp_path, data):
     adata = read(tmp_path / "plain.csv")
     np.testing.assert_array_equal(dense(adata), counts)
     assert list(adata.var_names) == list(genes) and adata.obs_names[3] == "3"
+
+
+def test_csv_duplicate_cell_and_gene_names(tmp_path, data):
+    counts, cells, genes, types = data
+    df = frame(data)
+    df.index = [cells[0]] * 3 + list(cells[3:])  # one cell name three times
+    df.columns = [f"G{j % 25}" for j in range(N_GENES)]  # G0..G4 twice each
+    df.to_csv(tmp_path / "dup.csv")
+    pd.DataFrame({"cell_type": types}).to_csv(tmp_path / "labels.csv", index=False)
+    message = r"dup\.csv: 5 gene names occur more than once \('G0' ×2, 'G1' ×2, 'G2' ×2, and 2 more\) — make"
+    with pytest.raises(InputError, match=message):
+        read(tmp_path / "dup.csv", labels=tmp_path / "labels.csv")
+    df.columns = genes
+    df.to_csv(tmp_path / "dup.csv")
+    with pytest.raises(InputError, match=rf"1 cell name occurs more than once \('{cells[0]}' ×3\)"):
+        read(tmp_path / "dup.csv", labels=tmp_path / "labels.csv")
+    adata = read(tmp_path / "dup.csv", labels=tmp_path / "labels.csv", make_unique=True)
+    assert list(adata.obs_names[:4]) == [cells[0], f"{cells[0]}-1", f"{cells[0]}-2", cells[3]]
+    assert list(adata.obs["cell_type"].astype(str)) == list(types)  # labels by order, untouched
+    assert adata.uns["cellsynth_read"]["made_unique"] == {"cells": 2}
+
+
+def test_h5ad_duplicate_cell_names_checked_before_labels_are_matched(tmp_path, data):
+    counts, cells, genes, types = data
+    dup = cells.copy()
+    dup[1] = dup[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # anndata's own warning when writing the fixture
+        ad.AnnData(counts, obs=pd.DataFrame(index=dup), var=pd.DataFrame(index=genes)).write_h5ad(
+            tmp_path / "x.h5ad"
+        )
+    pd.DataFrame({"cell": cells, "cell_type": types}).to_csv(tmp_path / "l.csv", index=False)
+    with pytest.raises(InputError, match="1 cell name occurs more than once"):
+        read(tmp_path / "x.h5ad", labels=tmp_path / "l.csv")
+    # made unique first, so the renamed cell has no row in the labels file
+    with pytest.raises(InputError, match=rf"1 of the 40 cells .* have no label .*'{cells[0]}-1'"):
+        read(tmp_path / "x.h5ad", labels=tmp_path / "l.csv", make_unique=True)
+
+
+def test_public_import_paths():
+    import cellsynth
+    import cellsynth.data
+
+    assert cellsynth.read is read and cellsynth.data.read is read
+    assert FORMATS == ("auto", "h5ad", "10x_mtx", "10x_h5", "csv", "kaggle")
 
 
 # ------------------------------------------------------------------------------------------- Kaggle
@@ -262,7 +312,7 @@ def test_kaggle_cite_layout(kaggle):
 
 
 def test_kaggle_chunks_several_blocks_and_missing_cells(kaggle, tmp_path, monkeypatch):
-    monkeypatch.setattr(readers, "_CHUNK_VALUES", 70)  # 2 rows per chunk
+    monkeypatch.setattr(common, "CHUNK_VALUES", 70)  # 2 rows per chunk
     folder, df, meta, hidden = kaggle
     stranger = pd.DataFrame(1.0, index=pd.Index(["stranger"], name="cell_id"), columns=df.columns)
     mixed = pd.concat([df, stranger])

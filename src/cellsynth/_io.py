@@ -38,14 +38,33 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 
 
 def jsonable(obj):
-    """``obj`` with numpy scalars as Python numbers, tuples as lists and non-finite floats as None."""
+    """``obj`` with numpy scalars as Python values, tuples and numpy arrays as lists and non-finite
+    floats as None; anything else is returned as is."""
     if isinstance(obj, Mapping):
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
         return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
     if isinstance(obj, np.integer):
         return int(obj)
     if isinstance(obj, np.floating | float):
         f = float(obj)
         return f if math.isfinite(f) else None
+    if isinstance(obj, np.bool_ | np.str_):
+        return obj.item()
     return obj
+
+
+def replaced_aside(path: str | os.PathLike) -> Path:
+    """Where a directory being replaced waits (``.NAME.old`` beside it) while its successor moves in."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.old")
+
+
+def recover_replaced_dir(path: str | os.PathLike) -> None:
+    """Finish a directory replacement that a crash interrupted between its two renames: when ``path`` is
+    missing but its predecessor waits aside, put the predecessor back."""
+    path, old = Path(path), replaced_aside(path)
+    if not path.exists() and old.is_dir():
+        os.replace(old, path)

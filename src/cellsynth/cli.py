@@ -6,18 +6,28 @@ half-written output behind.
 
 from __future__ import annotations
 
-import os
+import json
+import shutil
 import sys
 import time
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ._io import write_atomic
-from .errors import CellsynthError, InputError
+from .cli_options import (
+    MakeUnique,
+    check_fit_options,
+    check_out_path,
+    check_seed,
+    parse_key_values,
+    parse_pairs,
+    print_summary,
+    user_errors,
+    whole_number,
+)
+from .errors import InputError
 
 app = typer.Typer(
     name="cellsynth",
@@ -26,101 +36,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-def _fail(message: str, code: int = 2):
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def user_errors(fn: Callable) -> Callable:
-    """Turn CellsynthError (and the few OS errors a user can cause) into one line + exit 2."""
-
-    @wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except CellsynthError as e:
-            _fail(str(e))
-        except PermissionError as e:
-            _fail(f"permission denied: {e.filename}; choose a writable --out")
-        except KeyboardInterrupt:
-            _fail("interrupted; nothing was written", code=130)
-
-    return wrapper
-
-
-def parse_pairs(text: str | None, what: str, cast=float) -> dict:
-    """``"B_cell=500,T_cell=200"`` → ``{"B_cell": 500, "T_cell": 200}`` (labels may hold spaces)."""
-    if not text:
-        return {}
-    out = {}
-    for part in text.split(","):
-        if not part.strip():
-            continue
-        if "=" not in part:
-            raise InputError(f"{what} expects label=value pairs separated by commas, got {part!r}")
-        key, value = part.rsplit("=", 1)
-        try:
-            out[key.strip()] = cast(value.strip())
-        except ValueError:
-            raise InputError(f"{what}: {value.strip()!r} is not a valid number for {key.strip()!r}") from None
-    return out
-
-
-def parse_key_values(items: list[str] | None, option: str) -> dict:
-    """Repeated ``KEY=VALUE`` options → a dict; values are read as JSON when they parse, else kept as text."""
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise InputError(f"{option} expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        out[key.strip()] = _param_value(value)
-    return out
-
-
-def _param_value(text: str):
-    import json
-
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def _check_out_path(out: Path, *, directory: bool) -> None:
-    if out.exists() and directory and not out.is_dir():
-        raise InputError(f"--out {out} exists and is not a directory; choose another path")
-    if out.exists() and not directory and out.is_dir():
-        raise InputError(f"--out {out} is a directory; give a file name ending in .h5ad or .csv")
-    parent = out.resolve().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"cannot create the folder for --out {out}: {e.strerror}") from None
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"cannot write to {parent}; choose a writable --out")
-
-
-def write_synthetic(adata, out: Path) -> list[Path]:
-    """Write an AnnData as ``.h5ad``, or GARAGE-style CSV (cells × genes) + ``<stem>_labels.csv``."""
-    import pandas as pd
-    import scipy.sparse as sp
-
-    suffix = out.suffix.lower()
-    if suffix == ".h5ad":
-        write_atomic(out, lambda p: adata.write_h5ad(p, compression="gzip"))
-        return [out]
-    if suffix in (".csv", ".tsv"):
-        sep = "," if suffix == ".csv" else "\t"
-        labels_path = out.with_name(f"{out.stem}_labels{out.suffix}")
-        X = adata.X.toarray() if sp.issparse(adata.X) else adata.X
-        frame = pd.DataFrame(X, index=adata.obs_names, columns=adata.var_names)
-        fmt = "%.0f" if adata.uns.get("cellsynth", {}).get("representation") == "counts" else "%.6g"
-        write_atomic(out, lambda p: frame.to_csv(p, sep=sep, float_format=fmt, index_label="cell"))
-        write_atomic(labels_path, lambda p: adata.obs.to_csv(p, sep=sep, index_label="cell"))
-        return [out, labels_path]
-    raise InputError(f"--out {out}: unknown output format {out.suffix!r}; use .h5ad or .csv")
 
 
 @app.command()
@@ -162,31 +77,53 @@ def fit(
         typer.Option("--rare-threshold", help="garage: types with at most N cells are rare (default: data)"),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar")] = False,
+    make_unique: MakeUnique = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the interrupted run whose checkpoint is kept beside --out (its model, parameters "
+            "and seed; --epochs/--max-minutes may be raised)",
+        ),
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the model directory --out if it exists")
+    ] = False,
 ):
-    """Fit a generator on DATA and save it to --out (weights.safetensors + config.json)."""
+    """Fit a generator on DATA and save it to --out (weights.safetensors + config.json).
+
+    A checkpoint (the best model so far and the whole training state) is kept in .OUT.checkpoint beside
+    --out every few minutes and when SIGTERM/SIGINT stops training; --resume continues from it.
+    """
     from . import models
     from .data import read
 
-    _check_out_path(out, directory=True)
-    params = parse_key_values(param, "--param")
-    if epochs is not None:
-        params["epochs"] = epochs
-    if max_minutes is not None:
-        params["max_minutes"] = max_minutes
-    for key, value in (("leakage", leakage), ("gat_k", gat_k), ("rare_threshold", rare_threshold)):
-        if value is not None:
-            if model != "garage":
-                raise InputError(f"--{key.replace('_', '-')} is a garage option; add --model garage")
-            params[key] = value
+    options = {"--epochs": epochs, "--max-minutes": max_minutes, "--leakage": leakage, "--gat-k": gat_k}
+    options["--rare-threshold"] = rare_threshold
+    check_fit_options(model, options, n_genes=n_genes, seed=seed)
+    check_out_path(out, directory=True)
+    checkpoint_dir = out.with_name(f".{out.name}.checkpoint")
+    if out.is_dir() and any(out.iterdir()) and not (overwrite or resume):
+        raise InputError(
+            f"--out {out} already exists; add --overwrite to replace it, or choose another --out"
+        )
+    if resume:
+        if param or leakage is not None or gat_k is not None or rare_threshold is not None:
+            raise InputError(
+                "--resume continues a run with its own parameters; drop --param and the garage options"
+            )
+        model, seed, fit_options, param = _resumed_run(checkpoint_dir)
+        label_key, condition_key = fit_options["label_key"], fit_options["condition_keys"]
+        layer, representation, n_genes = (fit_options[k] for k in ("layer", "representation", "n_genes"))
+    garage = {"leakage": leakage, "gat_k": gat_k, "rare_threshold": rare_threshold}
+    params = _model_params(model, param, epochs=epochs, max_minutes=max_minutes, garage=garage)
     m = models.get(model, **params)
-    adata = read(data, labels=labels, label_key=label_key)
+    adata = read(data, labels=labels, label_key=label_key, make_unique=make_unique)
     typer.echo(f"read {adata.n_obs} cells × {adata.n_vars} genes from {data}", err=True)
     covariates = adata.uns.get("cellsynth_read", {}).get("covariates", [])
     if not condition_key and len(covariates):
         condition_key = [str(c) for c in covariates]
         typer.echo(f"conditioning on the covariates the reader found: {', '.join(condition_key)}", err=True)
-    # the best model so far is kept here during training; it goes away once the final save succeeded
-    checkpoint_dir = out.with_name(f".{out.name}.checkpoint")
     t0 = time.monotonic()
     try:
         m.fit(
@@ -200,21 +137,55 @@ def fit(
             seed=seed,
             progress=not quiet,
             checkpoint_dir=checkpoint_dir,
+            resume=resume,
         )
         m.save(out)
     except Exception:
         if checkpoint_dir.exists():
             typer.echo(f"training failed; the best model so far is in {checkpoint_dir}", err=True)
         raise
-    if checkpoint_dir.exists():
-        import shutil
+    _report_fit(m, model, out, checkpoint_dir, data, time.monotonic() - t0)
 
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+
+def _resumed_run(checkpoint_dir: Path) -> tuple[str, int, dict, list[str]]:
+    """What the run whose checkpoint is in ``checkpoint_dir`` was: model, seed, fit options and its
+    parameters as ``--param`` items."""
+    from .train.checkpoint import read_training_meta
+
+    meta = read_training_meta(checkpoint_dir)
+    params = [f"{k}={json.dumps(v)}" for k, v in meta["params"].items()]
+    return meta["model"], meta["seed"], meta["fit"], params
+
+
+def _model_params(model: str, param, *, epochs, max_minutes, garage: dict) -> dict:
+    """The model parameters from ``--param`` items and the options that set a parameter of that name."""
+    params = parse_key_values(param, "--param")
+    if epochs is not None:
+        params["epochs"] = epochs
+    if max_minutes is not None:
+        params["max_minutes"] = max_minutes
+    for key, value in garage.items():
+        if value is not None:
+            if model != "garage":
+                raise InputError(f"--{key.replace('_', '-')} is a garage option; add --model garage")
+            params[key] = value
+    return params
+
+
+def _report_fit(m, model: str, out: Path, checkpoint_dir: Path, data: Path, seconds: float) -> None:
+    """One line on how training ended; an interrupted run keeps its checkpoint and exits with 130."""
     rec = m.fit_record
-    epochs_run = len(m.history)
+    if rec.get("stopped_because") == "interrupted":
+        typer.echo(
+            f"training interrupted after {len(m.history)} epochs; the best model so far → {out}; "
+            f"`cellsynth fit {data} --out {out} --resume` continues it",
+            err=True,
+        )
+        raise typer.Exit(130)
+    if checkpoint_dir.exists():
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
     typer.echo(
-        f"fitted {model} in {time.monotonic() - t0:.0f}s ({epochs_run} epochs, "
-        f"stopped: {rec.get('stopped_because')}, "
+        f"fitted {model} in {seconds:.0f}s ({len(m.history)} epochs, stopped: {rec.get('stopped_because')}, "
         f"best validation MMD {rec.get('best_val_mmd')}) → {out}",
         err=True,
     )
@@ -241,8 +212,12 @@ def sample(
     ] = False,
 ):
     """Sample labelled synthetic cells from a saved model."""
+    from .data.writers import write_synthetic
     from .models import load
+    from .params import check_option
 
+    check_option("--n", n, "int", ge=0)
+    check_seed(seed)
     if out.suffix.lower() not in (".h5ad", ".csv", ".tsv"):
         raise InputError(f"--out {out}: use a file name ending in .h5ad or .csv")
     if ladder:
@@ -252,19 +227,19 @@ def sample(
         n_train = int(model.info["n_train_cells"])
         targets = [(f, out.with_name(f"{out.stem}_{f:g}x{out.suffix}")) for f in LADDER]
         for _, path in targets:
-            _check_out_path(path, directory=False)
+            check_out_path(path, directory=False)
         for f, path in targets:
             adata = model.sample(n=round(f * n_train), proportions=proportions, seed=seed, device=device)
             written = write_synthetic(adata, path)
             typer.echo(f"wrote {adata.n_obs} cells ({f:g} × {n_train}) → {written[0]}", err=True)
         return
-    _check_out_path(out, directory=False)
+    check_out_path(out, directory=False)
     if n is None and not per_type:
         raise InputError("say how many cells: --n N and/or --per-type label=count")
     model = load(model_dir)
     adata = model.sample(
         n=n,
-        per_type=parse_pairs(per_type, "--per-type", cast=_int),
+        per_type=parse_pairs(per_type, "--per-type", cast=whole_number),
         proportions=proportions,
         mix=parse_pairs(mix, "--mix") or None,
         seed=seed,
@@ -281,13 +256,6 @@ def sample(
 LADDER = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
 
 
-def _int(text: str) -> int:
-    value = float(text)
-    if value != int(value):
-        raise ValueError(text)
-    return int(value)
-
-
 @app.command()
 @user_errors
 def demo(
@@ -298,8 +266,11 @@ def demo(
 ):
     """Fit a cgan on scanpy's bundled pbmc68k and write DIR/synthetic.h5ad and DIR/model/."""
     from .demo import run_demo
+    from .params import check_option
 
-    _check_out_path(out, directory=True)
+    check_option("--max-minutes", max_minutes, "float", gt=0)
+    check_seed(seed)
+    check_out_path(out, directory=True)
     run_demo(out, max_minutes=max_minutes, device=device, seed=seed)
 
 
@@ -318,13 +289,17 @@ def split(
     ] = 0.5,
     seed: Annotated[int, typer.Option(help="Seed of the draw")] = 0,
     labels: Annotated[Path | None, typer.Option(help="Labels file for CSV/TSV input")] = None,
+    make_unique: MakeUnique = False,
 ):
     """Split DATA into OUT/train.h5ad and OUT/test.h5ad, stratified by type (singletons stay in train)."""
     from .data import read
     from .data.split import split_by_type
+    from .params import check_option
 
-    _check_out_path(out, directory=True)
-    adata = read(data, labels=labels, label_key=label_key)
+    check_option("--test-fraction", test_fraction, "float", gt=0, lt=1)
+    check_seed(seed)
+    check_out_path(out, directory=True)
+    adata = read(data, labels=labels, label_key=label_key, make_unique=make_unique)
     train, test = split_by_type(adata, label_key=label_key, test_fraction=test_fraction, seed=seed)
     out.mkdir(parents=True, exist_ok=True)
     for name, part in (("train", train), ("test", test)):
@@ -362,13 +337,15 @@ def evaluate(
         typer.Option("--setting", help="Evaluation setting KEY=VALUE (JSON value), e.g. max_cells_ot=1000"),
     ] = None,
     report: Annotated[bool, typer.Option("--report/--no-report", help="Write report.html")] = True,
+    make_unique: MakeUnique = False,
 ):
     """Compare SYNTH with REAL (each metric beside a real-vs-real control with --train) and write a report."""
     from .data import read
     from .metrics.evaluation import evaluate as run_evaluation
     from .metrics.evaluation import write_outputs
 
-    _check_out_path(out, directory=True)
+    check_seed(seed)
+    check_out_path(out, directory=True)
     settings = parse_key_values(setting, "--setting")
     history = None
     if model is not None:
@@ -378,7 +355,7 @@ def evaluate(
     sets = {}
     for name, path in (("REAL", real), ("SYNTH", synth), ("TRAIN", train)):
         if path is not None:
-            sets[name] = read(path, label_key=label_key)
+            sets[name] = read(path, label_key=label_key, make_unique=make_unique)
             typer.echo(
                 f"read {name} {sets[name].n_obs} cells × {sets[name].n_vars} genes from {path}", err=True
             )
@@ -403,27 +380,8 @@ def evaluate(
         else:
             write_report(out / "report.html", metrics, ctx, history=history)
             written.append(out / "report.html")
-    _print_summary(metrics)
+    print_summary(metrics)
     typer.echo(f"wrote {', '.join(map(str, written))}", err=True)
-
-
-def _print_summary(metrics) -> None:
-    import math
-
-    from rich.console import Console
-    from rich.table import Table
-
-    def fmt(value) -> str:
-        if value is None or (isinstance(value, float) and not math.isfinite(value)):
-            return "–"
-        return f"{value:.4g}"
-
-    table = Table(title="cellsynth evaluate", show_lines=False)
-    for column in ("metric", "family", "better", "value", "control", "verdict"):
-        table.add_column(column, justify="right" if column in ("value", "control") else "left")
-    for row in metrics.table().itertuples(index=False):
-        table.add_row(row.metric, row.family, row.direction, fmt(row.value), fmt(row.control), row.verdict)
-    Console(width=120).print(table)
 
 
 @app.command("metrics")
@@ -438,10 +396,21 @@ def list_metrics():
 
 
 @app.command("models")
-def list_models():
-    """List the available generators."""
+@user_errors
+def list_models(
+    params: Annotated[
+        str | None,
+        typer.Option("--params", metavar="MODEL", help="List MODEL's parameters and what they accept"),
+    ] = None,
+):
+    """List the available generators, or one generator's parameters (``--params cgan``)."""
     from .models import available
+    from .models.registry import param_spec
 
+    if params is not None:
+        typer.echo(param_spec(params).render())
+        typer.echo(f"set them with `cellsynth fit --model {params} --param KEY=VALUE` (VALUE as JSON)")
+        return
     for name, doc in available().items():
         typer.echo(f"{name:10s} {doc}")
 

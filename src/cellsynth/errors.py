@@ -17,3 +17,7 @@ class ModelFileError(CellsynthError, OSError):
 
 class RequestError(CellsynthError, ValueError):
     """A sampling request the model cannot honour (unknown label, bad count, bad mixing weights)."""
+
+
+class TrainingError(CellsynthError, RuntimeError):
+    """Training that cannot go on: it diverged repeatedly, or a checkpoint does not match the run."""

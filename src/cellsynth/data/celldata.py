@@ -11,9 +11,18 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..errors import InputError
+from .names import check_unique_names
+from .preprocess import (
+    REPRESENTATIONS,
+    TARGET_SUM,
+    cell_totals,
+    detect_representation,
+    highly_variable_genes,
+    normalize_log1p,
+    scale_factors,
+)
 
 Representation = Literal["auto", "counts", "log1p", "as_is"]
-TARGET_SUM = 1e4
 # library sizes kept per label in the model config: enough to sample from, small enough for JSON
 _MAX_LIBSIZES = 2000
 
@@ -140,81 +149,39 @@ class CellData:
                 )
         if adata.n_obs < 2 or adata.n_vars < 2:
             raise InputError(f"the data has {adata.n_obs} cells × {adata.n_vars} genes; need at least 2 × 2")
-        if layer is not None and layer not in adata.layers:
-            raise InputError(f"layer {layer!r} not found (available: {list(adata.layers)}); fix --layer")
-        X = adata.layers[layer] if layer is not None else adata.X
-        X = _as_float32(X)
-        values = X.data if sp.issparse(X) else X
-        if not np.all(np.isfinite(values)):
-            raise InputError(
-                "the expression matrix contains NaN or Inf values; remove or impute them before fitting"
-            )
-        has_negative = bool(values.size and values.min() < 0)
-        integer = bool(values.size == 0 or np.array_equal(values, np.round(values)))
-        if representation == "auto":
-            representation = (
-                "counts" if (integer and not has_negative) else ("as_is" if has_negative else "log1p")
-            )
-        if representation not in ("counts", "log1p", "as_is"):
-            raise InputError(f"unknown representation {representation!r}; use auto, counts, log1p or as_is")
-        if representation == "counts":
-            if has_negative:
-                raise InputError(
-                    "negative values in a count matrix; pass --representation as_is (or log1p) if the data "
-                    "is not counts"
-                )
-            if not integer:
-                raise InputError(
-                    "--representation counts but the matrix holds non-integer values; use "
-                    "--representation log1p for normalised data"
-                )
-        if representation == "log1p" and has_negative:
-            raise InputError("negative values in log1p data; use --representation as_is for scaled data")
+        check_unique_names(adata, "adata", fix="call adata.{axis}_names_make_unique() first")
+        X, representation, nonnegative = _checked_matrix(adata, layer, representation)
+        conditions = [_encode_condition(adata.obs[key], key) for key in keys]
 
-        conditions = []
-        for key in keys:
-            col = adata.obs[key]
-            if col.isna().any():
-                raise InputError(
-                    f"obs[{key!r}] has {int(col.isna().sum())} missing values; fill or drop those cells"
-                )
-            cat = pd.Categorical(col.astype(str))
-            cats = list(map(str, cat.categories))
-            conditions.append(Condition(key, cats, np.asarray(cat.codes, dtype=np.int64)))
-
-        # gene selection
         expressed = np.asarray((X != 0).sum(axis=0)).ravel() > 0
         if not expressed.any():
             raise InputError("no gene is expressed in any cell; the matrix is all zeros")
-        if n_genes is not None and n_genes < expressed.sum():
-            train_genes = _highly_variable(X, representation, expressed, n_genes)
-            gene_selection = f"top{n_genes}_hvg"
-        else:
-            train_genes = np.flatnonzero(expressed)
-            gene_selection = "expressed"
-
+        # training representation: counts normalised to TARGET_SUM per cell (totals over every gene) + log1p
         X_train = X
-        library_sizes: dict[str, list[float]] = {}
-        target_sum = None
-        cell_library = cell_scale = None
+        target_sum = totals = None
         if representation == "counts":
-            totals = np.asarray(X.sum(axis=1)).ravel()
+            totals = cell_totals(X)
             if np.any(totals == 0):
                 raise InputError(
                     f"{int((totals == 0).sum())} cells have no counts at all; filter them out "
                     "(e.g. scanpy.pp.filter_cells(adata, min_counts=1)) before fitting"
                 )
             target_sum = TARGET_SUM
-            X_train = _normalize_log1p(X, totals, TARGET_SUM)
-            sel_totals = np.asarray(X[:, train_genes].sum(axis=1)).ravel()
-            cell_library = sel_totals.astype(np.float32)
-            cell_scale = (TARGET_SUM / totals).astype(np.float32)
-            label = conditions[0]
-            for code, name in enumerate(label.categories):
-                v = np.sort(sel_totals[label.codes == code])
-                if len(v) > _MAX_LIBSIZES:
-                    v = np.quantile(v, np.linspace(0, 1, _MAX_LIBSIZES))
-                library_sizes[name] = [float(x) for x in v]
+            X_train = normalize_log1p(X, totals, target_sum=target_sum)
+
+        # gene selection
+        if n_genes is not None and n_genes < expressed.sum():
+            train_genes = highly_variable_genes(X_train, representation, n_genes, candidates=expressed)
+            gene_selection = f"top{n_genes}_hvg"
+        else:
+            train_genes = np.flatnonzero(expressed)
+            gene_selection = "expressed"
+
+        library_sizes: dict[str, list[float]] = {}
+        cell_library = cell_scale = None
+        if representation == "counts":
+            cell_library, library_sizes = _library_records(X, train_genes, conditions[0])
+            cell_scale = scale_factors(totals, target_sum)
         X_train = X_train[:, train_genes]
         if sp.issparse(X_train):
             X_train = sp.csr_matrix(X_train, dtype=np.float32)
@@ -232,7 +199,7 @@ class CellData:
             train_genes=[int(i) for i in train_genes],
             target_sum=target_sum,
             library_sizes=library_sizes,
-            nonnegative=not has_negative,
+            nonnegative=nonnegative,
             gene_selection=gene_selection,
             layer=layer,
         )
@@ -298,6 +265,60 @@ class CellData:
         )
 
 
+def _checked_matrix(adata, layer: str | None, representation: str):
+    """The expression matrix (float32), its resolved representation and whether it is non-negative;
+    refused when it cannot be trained on as asked."""
+    if layer is not None and layer not in adata.layers:
+        raise InputError(f"layer {layer!r} not found (available: {list(adata.layers)}); fix --layer")
+    X = _as_float32(adata.layers[layer] if layer is not None else adata.X)
+    values = X.data if sp.issparse(X) else X
+    if not np.all(np.isfinite(values)):
+        raise InputError(
+            "the expression matrix contains NaN or Inf values; remove or impute them before fitting"
+        )
+    detected = detect_representation(X)
+    has_negative = detected == "as_is"
+    if representation == "auto":
+        representation = detected
+    if representation not in REPRESENTATIONS:
+        raise InputError(f"unknown representation {representation!r}; use auto, counts, log1p or as_is")
+    if representation == "counts":
+        if has_negative:
+            raise InputError(
+                "negative values in a count matrix; pass --representation as_is (or log1p) if the data "
+                "is not counts"
+            )
+        if detected == "log1p":
+            raise InputError(
+                "--representation counts but the matrix holds non-integer values; use "
+                "--representation log1p for normalised data"
+            )
+    if representation == "log1p" and has_negative:
+        raise InputError("negative values in log1p data; use --representation as_is for scaled data")
+    return X, representation, not has_negative
+
+
+def _encode_condition(col: pd.Series, key: str) -> Condition:
+    """One categorical ``obs`` column as a vocabulary and integer codes (missing values refused)."""
+    if col.isna().any():
+        raise InputError(f"obs[{key!r}] has {int(col.isna().sum())} missing values; fill or drop those cells")
+    cat = pd.Categorical(col.astype(str))
+    return Condition(key, list(map(str, cat.categories)), np.asarray(cat.codes, dtype=np.int64))
+
+
+def _library_records(X, train_genes: np.ndarray, label: Condition):
+    """Each cell's total count over the training genes, and per label a sorted sample of those totals
+    (at most ``_MAX_LIBSIZES``) from which synthetic library sizes are drawn."""
+    sel_totals = np.asarray(X[:, train_genes].sum(axis=1)).ravel()
+    library_sizes: dict[str, list[float]] = {}
+    for code, name in enumerate(label.categories):
+        v = np.sort(sel_totals[label.codes == code])
+        if len(v) > _MAX_LIBSIZES:
+            v = np.quantile(v, np.linspace(0, 1, _MAX_LIBSIZES))
+        library_sizes[name] = [float(x) for x in v]
+    return sel_totals.astype(np.float32), library_sizes
+
+
 def _as_float32(X):
     if sp.issparse(X):
         X = sp.csr_matrix(X)
@@ -305,30 +326,3 @@ def _as_float32(X):
     if hasattr(X, "toarray"):  # backed / other array-likes
         X = X.toarray()
     return np.asarray(X, dtype=np.float32)
-
-
-def _normalize_log1p(X, totals: np.ndarray, target_sum: float):
-    scale = (target_sum / totals).astype(np.float32)
-    if sp.issparse(X):
-        out = sp.csr_matrix(X, dtype=np.float32, copy=True)
-        out.data *= np.repeat(scale, np.diff(out.indptr))
-        np.log1p(out.data, out=out.data)
-        return out
-    return np.log1p(X * scale[:, None])
-
-
-def _highly_variable(X, representation: str, expressed: np.ndarray, n_genes: int) -> np.ndarray:
-    """Top-``n_genes`` highly variable genes (scanpy's Seurat flavour on log-normalised data)."""
-    import anndata as ad
-    import scanpy as sc
-
-    if representation == "counts":
-        totals = np.asarray(X.sum(axis=1)).ravel()
-        Xl = _normalize_log1p(X, totals, TARGET_SUM)
-    else:
-        Xl = X
-    tmp = ad.AnnData(Xl[:, np.flatnonzero(expressed)])
-    flavor = "seurat" if representation != "as_is" else "cell_ranger"
-    sc.pp.highly_variable_genes(tmp, n_top_genes=int(n_genes), flavor=flavor, subset=False)
-    ranked = np.flatnonzero(expressed)[np.asarray(tmp.var["highly_variable"].values)]
-    return np.sort(ranked)

@@ -6,6 +6,7 @@ import anndata as ad
 import numpy as np
 
 from ..errors import InputError
+from .stats import stratified_split
 
 
 def split_by_type(
@@ -51,12 +52,7 @@ def split_by_type(
             f"obs[{label_key!r}] has {int(labels.isna().sum())} missing values; drop those cells"
         )
     labels = np.asarray(labels.astype(str))
-    rng = np.random.default_rng(seed)
+    _, held = stratified_split(labels, test_fraction, np.random.default_rng(seed), rounding="nearest")
     test = np.zeros(adata.n_obs, dtype=bool)
-    for t in np.unique(labels):
-        cells = np.flatnonzero(labels == t)
-        if len(cells) < 2:
-            continue
-        n_test = int(np.clip(np.floor(len(cells) * test_fraction + 0.5), 1, len(cells) - 1))
-        test[rng.choice(cells, size=n_test, replace=False)] = True
+    test[held] = True
     return adata[~test].copy(), adata[test].copy()

@@ -14,6 +14,7 @@ from importlib import import_module
 
 from .base import (
     FAMILIES,
+    FAMILY_ORDER,
     METRICS,
     SETTINGS,
     EvalContext,
@@ -25,9 +26,11 @@ from .base import (
     register_settings,
     verdict,
 )
+from .verdicts import judge, overall_verdict
 
 __all__ = [
     "FAMILIES",
+    "FAMILY_ORDER",
     "METRICS",
     "SETTINGS",
     "DEFAULT_SETTINGS",
@@ -39,7 +42,9 @@ __all__ = [
     "build_context",
     "evaluate",
     "family",
+    "judge",
     "metric",
+    "overall_verdict",
     "register_settings",
     "verdict",
     "write_outputs",

@@ -43,7 +43,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .verdicts import judge, verdict
+
 Direction = Literal["minimize", "maximize", "target"]
+# the order of the families in listings, tables and the report
+FAMILY_ORDER = ("distribution", "detection", "genes", "biology", "privacy")
 
 
 @dataclass(frozen=True)
@@ -275,70 +279,6 @@ class EvalContext:
         return self.cache["union_pca"]
 
 
-@dataclass(frozen=True)
-class Check:
-    """A fixed threshold on a metric, for what a control cannot judge (copying) or must not hide."""
-
-    bad: Callable[[float], bool]
-    bad_text: str
-    good: Callable[[float], bool]
-    good_text: str
-
-
-# From the measurements in the evaluation issue: the training cells themselves reach a detection AUC of
-# 0.53 but a DCR ratio of 0.00, so a real-vs-real control cannot flag copying (a TRAIN subsample *is* a
-# copy) and privacy metrics are judged on fixed thresholds; a gene-independent NB fit reaches 0.89.
-CHECKS: dict[str, Check] = {
-    "detection_auc": Check(lambda v: v > 0.75, "easily told apart", lambda v: v <= 0.6, "hard to tell apart"),
-    "dcr_ratio": Check(lambda v: v < 0.5, "looks copied", lambda v: v >= 0.9, "no sign of copying"),
-    "exact_copy_fraction": Check(lambda v: v > 0.01, "exact copies", lambda v: v == 0, "no exact copies"),
-    "mia_auc": Check(lambda v: v > 0.65, "membership leaks", lambda v: v <= 0.55, "no membership leak"),
-}
-PRIVACY_FAMILY = "privacy"
-
-
-VERDICT_LEVEL = {
-    "as good as real data": "good",
-    "worse than real data": "bad",
-    "no control": "none",
-    "not computed": "none",
-    "reference": "none",
-}
-
-
-def judge(name: str, family: str, value: float | None, control_verdict: str) -> tuple[str, str]:
-    """CSS class (good/warn/bad/none) and text of one metric's verdict in the summary table.
-
-    The verdict against the control stands, except that a fixed threshold (:data:`CHECKS`) that
-    fires overrides it, and privacy metrics are judged on their thresholds alone.
-    """
-    check = CHECKS.get(name)
-    if check is not None and value is not None:
-        if check.bad(value):
-            return "bad", check.bad_text
-        if family == PRIVACY_FAMILY or control_verdict == "no control":
-            return ("good", check.good_text) if check.good(value) else ("warn", "borderline")
-    return VERDICT_LEVEL.get(control_verdict, "none"), control_verdict
-
-
-def verdict(info: MetricInfo, value: float | None, control: float | None, *, tolerance: float = 0.05) -> str:
-    """Plain-language verdict of a value beside its real-vs-real control.
-
-    ``"as good as real data"`` when the value is no worse than the control (within ``tolerance``,
-    relative to the scale of the control), ``"worse than real data"`` otherwise, and ``"no control"``
-    when no control was computed; ``"reference"`` for a value computed on REAL alone.
-    """
-    if value is None or not np.isfinite(value):
-        return "not computed"
-    if info.reference:
-        return "reference"
-    if control is None or not np.isfinite(control):
-        return "no control"
-    bad, ref = info.badness(value), info.badness(control)
-    scale = max(abs(float(control)) if info.direction != "target" else 0.5, 1e-9)
-    return "as good as real data" if bad <= ref + tolerance * scale else "worse than real data"
-
-
 @dataclass
 class Metrics:
     """The result of :func:`cellsynth.evaluate`.
@@ -364,9 +304,11 @@ class Metrics:
     def table(self):
         """One row per metric: family, direction, value, control, verdict, description.
 
-        ``verdict`` is what the report shows (:func:`judge`: the comparison with the control, overridden by
-        a fixed threshold that fires; privacy metrics on their thresholds alone), ``level`` its class
-        (good/warn/bad/none), ``control_verdict`` the comparison with the control alone.
+        ``verdict`` is the judgement the CLI and the report show
+        (:func:`cellsynth.metrics.verdicts.judge`: the comparison with the control, overridden by a
+        fixed threshold that fires; privacy metrics on their thresholds alone), ``level`` its class
+        (good/warn/bad/none), ``control_verdict`` the comparison with the control alone. Metrics not
+        declared in the registry are left out.
         """
         import pandas as pd
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -11,15 +10,13 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from .._io import write_text_atomic
+from .._io import jsonable, write_text_atomic
 from ..errors import InputError
-from .base import FAMILIES, METRICS, EvalContext, MetricInfo, Metrics
+from .base import FAMILIES, FAMILY_ORDER, METRICS, EvalContext, MetricInfo, Metrics
 from .space import build_context, control_context
 
-FAMILY_ORDER = ("distribution", "detection", "genes", "biology", "privacy")
 # families that compare the synthetic set with TRAIN: no control for them
 _NO_CONTROL = {"privacy"}
 
@@ -180,21 +177,6 @@ def evaluate(
     return (metrics, ctx) if return_context else metrics
 
 
-def _jsonable(value: Any) -> Any:
-    """Plain JSON values: NaN/Inf → None, numpy scalars and arrays → Python numbers and lists."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | np.ndarray):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, bool | int | float | str) or value is None:
-        return value
-    return str(value)
-
-
 def write_outputs(metrics: Metrics, out_dir: str | os.PathLike) -> list[Path]:
     """Write ``metrics.json`` (``{"overall", "control", "per_type", "settings"}``, NaN → null) and
     ``metrics_per_type.csv`` into ``out_dir`` (created when missing), each atomically.
@@ -207,7 +189,9 @@ def write_outputs(metrics: Metrics, out_dir: str | os.PathLike) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path, csv_path = out / "metrics.json", out / "metrics_per_type.csv"
-    write_text_atomic(json_path, json.dumps(_jsonable(metrics.to_dict()), indent=2, allow_nan=False) + "\n")
+    # default=str: a diagnostic of an unforeseen type is written as its text rather than failing the run
+    text = json.dumps(jsonable(metrics.to_dict()), indent=2, allow_nan=False, default=str)
+    write_text_atomic(json_path, text + "\n")
     table = metrics.per_type if metrics.per_type is not None else pd.DataFrame()
     write_text_atomic(csv_path, table.to_csv(index_label="cell_type"))
     return [json_path, csv_path]

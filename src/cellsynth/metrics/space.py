@@ -1,9 +1,9 @@
 """The common space of an evaluation: REAL, SYNTH (and TRAIN) over the same genes, normalised the same way.
 
-Genes are matched by name; each input's representation is detected (integer non-negative → counts,
-normalised to 10,000 per cell and log1p-transformed; non-negative non-integer → log1p data, used as is;
-negative values → used as is); highly variable genes are chosen on REAL. Only the evaluated genes are
-densified.
+Genes are matched by name; each input's representation is detected as for training
+(:mod:`cellsynth.data.preprocess`: integer non-negative → counts, normalised to 10,000 per cell and
+log1p-transformed; non-negative non-integer → log1p data, used as is; negative values → used as is);
+highly variable genes are chosen on REAL. Only the evaluated genes are densified.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ..data.names import check_unique_names
+from ..data.preprocess import TARGET_SUM, cell_totals, detect_representation, normalize_log1p
 from ..errors import InputError
 from .base import SETTINGS, EvalContext, Space
-
-TARGET_SUM = 1e4
 
 DEFAULT_SETTINGS: dict[str, Any] = {
     # common space
@@ -69,16 +69,6 @@ def resolve_settings(overrides: Mapping[str, Any] | None = None) -> dict[str, An
     return settings
 
 
-def detect_representation(X) -> str:
-    """``counts`` (integer, non-negative), ``log1p`` (non-negative, non-integer) or ``as_is``."""
-    values = X.data if sp.issparse(X) else np.asarray(X)
-    if values.size == 0:
-        return "counts"
-    if values.min() < 0:
-        return "as_is"
-    return "counts" if np.array_equal(values, np.round(values)) else "log1p"
-
-
 def _matrix(adata, layer: str | None, side: str):
     if layer is not None and layer not in adata.layers:
         raise InputError(
@@ -115,8 +105,7 @@ def _check(adata, label_key: str, side: str) -> np.ndarray:
         )
     if adata.n_obs < 2:
         raise InputError(f"{side} has {adata.n_obs} cells; need at least 2")
-    if not adata.var_names.is_unique:
-        raise InputError(f"{side}: gene names are not unique; call adata.var_names_make_unique() first")
+    check_unique_names(adata, side, fix="call adata.var_names_make_unique() first", axes=["var"])
     return np.asarray(labels.astype(str), dtype=object).astype(str)
 
 
@@ -142,21 +131,6 @@ def _match_genes(sides: dict[str, Any], settings: Mapping[str, Any]) -> pd.Index
     return common
 
 
-def _log_normalised(X, representation: str):
-    """log1p of counts normalised to TARGET_SUM per cell (totals over every gene), or the data as is."""
-    if representation != "counts":
-        return X, None
-    totals = np.asarray(X.sum(axis=1)).ravel().astype(np.float64)
-    scale = (TARGET_SUM / np.where(totals > 0, totals, 1.0)).astype(np.float32)
-    if sp.issparse(X):
-        out = X.copy()
-        out.data *= np.repeat(scale, np.diff(out.indptr))
-        np.log1p(out.data, out=out.data)
-    else:
-        out = np.log1p(X * scale[:, None])
-    return out, totals
-
-
 def _gene_rank(Xlog, representation: str) -> np.ndarray:
     """Gene indices, most variable first (scanpy's Seurat dispersion on log data; variance otherwise)."""
     import anndata as ad
@@ -179,8 +153,10 @@ def _gene_rank(Xlog, representation: str) -> np.ndarray:
 def _prepared(adata, layer: str | None, side: str) -> tuple[str, Any, Any, np.ndarray | None]:
     X = _matrix(adata, layer, side)
     representation = detect_representation(X)
-    Xlog, totals = _log_normalised(X, representation)
-    return representation, X, Xlog, totals
+    if representation != "counts":  # log data and other data are used as they are
+        return representation, X, X, None
+    totals = cell_totals(X)  # over every gene, as in training
+    return representation, X, normalize_log1p(X, totals), totals
 
 
 def _space(prepared, labels: np.ndarray, cols: np.ndarray) -> Space:

@@ -7,15 +7,17 @@ from collections.abc import Sequence
 from dataclasses import fields
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import InputError
+from ..data.preprocess import COUNT_NOISE
+from ..data.stats import label_dispersion, label_mean_profile, within_type_axes
 from ..nn.blocks import MLP, ConditionalNoise, InputProjection, Projected, ProjectionDiscriminator
-from ..train.adversarial import TrainSettings, principal_axes, train_adversarial
-from ..train.losses import get_loss
+from ..params import Param, ParamSpec
+from ..train import LOSSES
+from ..train.adversarial import AdversarialPlan, AdversarialSettings
+from ..train.objectives import get_loss
 from .model import SyntheticCellModel
 from .registry import register
 
@@ -47,7 +49,8 @@ class ConditionalGenerator(nn.Module):
         self.noise = ConditionalNoise(sizes, z_dim)
         self.net = MLP(z_dim, hidden, n_genes, norm=True)
         self.offset = nn.ParameterList([nn.Parameter(torch.zeros(n, n_genes)) for n in sizes])
-        # per-(label, gene) log over-dispersion of the count draw (count_noise="pln"; see train.observe)
+        # per-(label, gene) log over-dispersion of the count draw (count_noise="pln"; see
+        # data.preprocess.CountObservation)
         self.log_dispersion = nn.Parameter(torch.full((sizes[0], n_genes), -2.0)) if dispersion else None
 
     def marginal_parameters(self) -> list[nn.Parameter]:
@@ -131,75 +134,65 @@ class ConditionClassifier(nn.Module):
         return [head(h) for head in self.heads]
 
 
-def label_mean_profile(data) -> np.ndarray:
-    """labels × genes: each type's mean expression in the training representation.
+_S = AdversarialSettings()  # the training loop's defaults, where the cgan keeps them
+_WIDTH = dict(ge=1, le=65536)  # a layer's width, or a count of noise dimensions or components
+_LAYERS = dict(length=(1, 16), **_WIDTH)
 
-    For log1p data (incl. normalised counts) the mean is taken on the linear scale and logged again
-    (``log1p(mean(expm1(x)))``): the log of the type's average profile, which is what count draws
-    from a generated profile reproduce on average.
-    """
-    codes = data.label.codes
-    X = data.X
-    log_scale = data.preprocessing.representation in ("counts", "log1p")
-    out = np.zeros((data.label.n, data.n_genes), dtype=np.float32)
-    for c in range(data.label.n):
-        rows = np.flatnonzero(codes == c)
-        if len(rows) == 0:
-            continue
-        part = X[rows]
-        if sp.issparse(part):
-            part = part.copy()
-            if log_scale:
-                np.expm1(part.data, out=part.data)
-            mean = np.asarray(part.mean(0)).ravel()
-        else:
-            part = np.asarray(part, dtype=np.float64)
-            mean = (np.expm1(part) if log_scale else part).mean(0)
-        out[c] = np.log1p(mean) if log_scale else mean
-    return out
-
-
-def within_type_axes(data, n_comps: int, seed: int = 0, max_cells: int = 5000):
-    """Principal axes (k × genes) and standard deviations (k) of the cells around their type means."""
-    rows = np.arange(data.n_cells)
-    rng = np.random.default_rng(seed)
-    _, components, sd = principal_axes(data, rows, n_comps, rng, within_labels=True, max_cells=max_cells)
-    return components, sd
-
-
-def label_dispersion(data, floor: float = 1e-3, cap: float = 1e2) -> np.ndarray | None:
-    """labels × genes over-dispersion φ of each type's counts (method of moments).
-
-    With per-cell library sizes L_i and a type profile p, counts have mean L_i·p and variance
-    L_i·p + φ·(L_i·p)²; φ = (Σ(y − L_i p)² − Σ L_i p) / Σ (L_i p)², clipped to [floor, cap]. Computed
-    from sparse sums (Σy, Σy², Σ L·y), so no type's matrix is densified. None unless the data are
-    counts (``data.library`` set).
-    """
-    if data.library is None:
-        return None
-    codes = data.label.codes
-    out = np.full((data.label.n, data.n_genes), 0.1, dtype=np.float32)
-    for c in range(data.label.n):
-        rows = np.flatnonzero(codes == c)
-        if len(rows) < 2:
-            continue
-        y = sp.csr_matrix(data.X[rows], dtype=np.float64)
-        np.expm1(y.data, out=y.data)
-        y = sp.diags(1.0 / data.scale[rows].astype(np.float64)) @ y  # back to counts
-        lib = data.library[rows].astype(np.float64)
-        s1 = np.asarray(y.sum(0)).ravel()
-        s2 = np.asarray(y.multiply(y).sum(0)).ravel()
-        sl = np.asarray(y.T @ lib).ravel()
-        p = s1 / lib.sum()
-        # Σ(y − Lp)² = Σy² − 2pΣLy + p²ΣL²;  Σ Lp = p ΣL;  Σ(Lp)² = p² ΣL²
-        num = s2 - 2 * p * sl + p**2 * (lib**2).sum() - p * lib.sum()
-        den = p**2 * (lib**2).sum()
-        phi = np.divide(num, den, out=np.full_like(num, 0.1), where=den > 0)
-        out[c] = np.clip(phi, floor, cap)
-    return out
-
-
-_TRAIN_KEYS = {f.name for f in fields(TrainSettings)} - {"extra"}
+#: The cgan's hyperparameters (``cellsynth models --params cgan``). The defaults of the learning rates,
+#: the count draw, packing, the moment match and ``init_variation`` were chosen by measurement
+#: (docs/benchmarks.md, "Quality per dataset"; what else was tried: docs/design-notes.md); the other
+#: training settings are the training plan's defaults (``AdversarialSettings``).
+PARAMS = ParamSpec(
+    [
+        # networks
+        Param("z_dim", 64, "int", "noise dimensions of the generator's input", **_WIDTH),
+        Param("g_hidden", (256, 512), "ints", "widths of the generator's hidden layers", **_LAYERS),
+        Param("d_hidden", (256, 128), "ints", "widths of the critic's hidden layers", **_LAYERS),
+        Param("c_hidden", (256, 128), "ints", "widths of the auxiliary classifier's layers", **_LAYERS),
+        Param("loss", "bce", "str", "adversarial loss", choices=tuple(LOSSES)),
+        Param("label_smoothing", 0.9, "float", "bce: the target of real cells (1: none)", gt=0, le=1),
+        Param("d_dropout", 0.1, "float", "dropout in the critic", ge=0, lt=1),
+        Param("critic_space", "pca", "str", "what the critic and classifier see", choices=("genes", "pca")),
+        Param("critic_components", 128, "int", "critic_space=pca: principal components seen", **_WIDTH),
+        Param("init_variation", 64, "int", "within-type axes the generator starts on (0: off)", ge=0),
+        # optimisation
+        Param("epochs", _S.epochs, "int", "most passes over the training cells", ge=1),
+        Param("max_minutes", _S.max_minutes, "float", "time budget (null: none)", gt=0, optional=True),
+        Param("batch_size", _S.batch_size, "int", "cells per minibatch", ge=1, le=1_000_000),
+        Param("lr_g", 1e-4, "float", "generator learning rate", gt=0),
+        Param("lr_d", 1e-4, "float", "critic and classifier learning rate", gt=0),
+        Param("lr_marginal", 5e-3, "float", "per-(type, gene) parameters (null: lr_g)", gt=0, optional=True),
+        Param("betas", _S.betas, "floats", "Adam's betas (wgan-gp: (0, 0.9))", length=(2, 2), ge=0, lt=1),
+        Param("optimizer", _S.optimizer, "str", "optimiser of every network", choices=("adam", "rmsprop")),
+        Param("g_steps", _S.g_steps, "int", "generator steps per critic step", ge=1, le=100),
+        Param("grad_clip", _S.grad_clip, "float", "gradient norm clip (null: none)", gt=0, optional=True),
+        Param("ema_decay", _S.ema_decay, "float", "generator EMA (null, 0: none)", ge=0, lt=1, optional=True),
+        Param("balance", _S.balance, "float", "minibatch type balance (0: as drawn, 1: equal)", ge=0, le=1),
+        Param("mixed_precision", _S.mixed_precision, "bool", "bf16 autocast"),
+        # loss terms
+        Param("class_weight", _S.class_weight, "float", "auxiliary classifier's loss weight", ge=0),
+        Param("sparsity_weight", _S.sparsity_weight, "float", "zero-fraction match weight", ge=0),
+        Param("sparsity_temperature", _S.sparsity_temperature, "float", "softness of the zero count", gt=0),
+        Param("moment_weight", 6e-3, "float", "per-(type, gene) moment match weight, per gene", ge=0),
+        Param("moment_decay", _S.moment_decay, "float", "running mean of generated moments", ge=0, lt=1),
+        Param("mmd_weight", _S.mmd_weight, "float", "per-type MMD weight", ge=0),
+        Param("r1_weight", _S.r1_weight, "float", "R1 gradient penalty on real cells (0: none)", ge=0),
+        Param("pack", 2, "int", "PacGAN: cells of one type the critic judges together", ge=1, le=64),
+        Param("mix_prob", _S.mix_prob, "float", "share of generated cells with mixed labels", ge=0, le=1),
+        Param("conditional", _S.conditional, "bool", "whether the networks see the cell type"),
+        Param("count_noise", "pln", "str", "count data: how counts are drawn", choices=COUNT_NOISE),
+        # validation, stopping, checkpoints, divergence
+        Param("val_fraction", _S.val_fraction, "float", "share of cells held out", ge=0, lt=1),
+        Param("val_min_cells", _S.val_min_cells, "int", "held-out cells wanted (≤ 25% of cells)", ge=0),
+        Param("val_every_steps", _S.val_every_steps, "int", "generator steps between validations", ge=1),
+        Param("patience", _S.patience, "int", "validations without improvement (0: no stop)", ge=0),
+        Param("checkpoint_minutes", _S.checkpoint_minutes, "float", "minutes between checkpoints", ge=0),
+        Param("max_rollbacks", _S.max_rollbacks, "int", "divergence: restores of the last good state", ge=0),
+        Param("rollback_lr_factor", _S.rollback_lr_factor, "float", "divergence: lr × this", gt=0, le=1),
+        Param("divergence_limit", _S.divergence_limit, "float", "a loss beyond this diverged", gt=0),
+    ]
+)
+_TRAIN_KEYS = {f.name for f in fields(AdversarialSettings) if f.name in PARAMS}
 
 
 @register
@@ -207,29 +200,7 @@ class CGAN(SyntheticCellModel):
     """Conditional GAN: cell-type (and covariate) conditioned generator with auxiliary classifier."""
 
     name = "cgan"
-    default_params = {
-        "z_dim": 64,
-        "g_hidden": (256, 512),
-        "d_hidden": (256, 128),
-        "c_hidden": (256, 128),
-        "loss": "bce",
-        "label_smoothing": 0.9,
-        "d_dropout": 0.1,
-        "critic_space": "pca",
-        "critic_components": 128,
-        **{f.name: f.default for f in fields(TrainSettings) if f.name in _TRAIN_KEYS and f.name != "extra"},
-        # measured on Baron mouse (docs/benchmarks.md, sessions 7, 8, 10 and 11): 10-minute detection AUC
-        # 0.938 → 0.907 (pln, packing) → 0.862 (moment match, faster per-gene parameters, g (256, 512))
-        # → 0.821 (generator started on the within-type axes) → 0.736 (learning rates halved, the moment
-        # match's gradient per gene and 9× stronger; session 11)
-        "lr_g": 1e-4,
-        "lr_d": 1e-4,
-        "count_noise": "pln",
-        "pack": 2,
-        "moment_weight": 6e-3,  # per gene (see train.adversarial.MomentMatch and per_gene_path)
-        "lr_marginal": 5e-3,
-        "init_variation": 64,  # within-type axes the generator starts on (0: off)
-    }
+    param_spec = PARAMS
 
     def _z_dim(self, n_genes: int) -> int:
         """Dimension of the generator's input (seeded models may tie it to the data)."""
@@ -245,12 +216,9 @@ class CGAN(SyntheticCellModel):
         )
 
     def _critic_inputs(self, n_genes: int) -> int:
-        space = self.params["critic_space"]
-        if space == "genes":
+        if self.params["critic_space"] == "genes":
             return n_genes
-        if space == "pca":
-            return int(self.params["critic_components"])
-        raise InputError(f"critic_space must be 'genes' or 'pca', got {space!r}")
+        return int(self.params["critic_components"])
 
     def _build(self, sizes, n_genes):
         p = self.params
@@ -300,18 +268,18 @@ class CGAN(SyntheticCellModel):
             return get_loss("bce", real_label=p["label_smoothing"])
         return get_loss(p["loss"])
 
-    def _settings(self) -> TrainSettings:
+    def _settings(self) -> AdversarialSettings:
         kw = {k: self.params[k] for k in _TRAIN_KEYS}
         kw["betas"] = tuple(kw["betas"])
-        if self.params["loss"] == "wgan-gp" and kw["betas"] == TrainSettings.betas:
+        if self.params["loss"] == "wgan-gp" and kw["betas"] == AdversarialSettings.betas:
             kw["betas"] = (0.0, 0.9)
-        return TrainSettings(**kw)
+        return AdversarialSettings(**kw)
 
     def _training_latent(self, data, *, device, seed, progress):
         """The training loop's ``latent_fn`` (None: plain noise); seeded models override this."""
         return None
 
-    def _fit(self, data, *, device, seed, progress):
+    def _fit(self, data, *, device, seed, progress, checkpoint=None, resume=None):
         latent_fn = self._training_latent(data, device=device, seed=seed, progress=progress)
         self._prepare_critic(data, seed)
         self.modules["generator"].init_offset(torch.from_numpy(label_mean_profile(data)))
@@ -327,19 +295,21 @@ class CGAN(SyntheticCellModel):
             )
         if self._learns_dispersion():
             self.modules["generator"].init_dispersion(torch.from_numpy(label_dispersion(data)))
-        result = train_adversarial(
+        plan = AdversarialPlan(
             self.modules["generator"],
             self.modules["discriminator"],
             self.modules["classifier"],
-            data,
             self._loss(),
             self._settings(),
+            latent_fn=latent_fn,
             device=device,
             seed=seed,
             progress=progress,
-            latent_fn=latent_fn,
-            checkpoint=self._checkpoint_callback(),
+            checkpoint=checkpoint,
         )
+        result = plan.fit(data, resume=resume)
         self.modules["generator"].load_state_dict(result.generator_state)
         self.history = result.history
         self.fit_record = {"stopped_because": result.stopped_because, "best_val_mmd": result.best_val_mmd}
+        if result.rollbacks:
+            self.fit_record["rollbacks"] = result.rollbacks

@@ -24,6 +24,7 @@ when the training cells are private.
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -32,7 +33,10 @@ import torch
 from torch import nn
 
 from .._io import jsonable
-from ..errors import InputError, RequestError
+from ..errors import RequestError
+from ..params import Param
+from ..seeding.attention import train_gat_scores
+from ..seeding.select import METHODS as SEED_METHODS
 from .cgan import CGAN
 from .registry import register
 
@@ -50,6 +54,14 @@ PAPER_PARAMS = {
 }
 
 _GUARD_COMPONENTS = 50
+
+#: The GAT options a ``gat={...}`` parameter may set: the keywords of ``train_gat_scores`` except those
+#: the seed selection passes itself.
+GAT_OPTIONS = tuple(
+    name
+    for name, p in inspect.signature(train_gat_scores).parameters.items()
+    if p.kind is p.KEYWORD_ONLY and name not in ("rare", "node_keys", "device", "seed", "progress")
+)
 
 
 class SeedBank(nn.Module):
@@ -100,6 +112,7 @@ class GenerateFromSeeds:
         if bool(take.any()):
             u = torch.rand(n, generator=gen, device=device)
             pos = self.start.to(device)[code] + torch.minimum((u * count).long(), count - 1).clamp_min(0)
+            pos = pos.clamp_max(self.bank.n - 1)  # rows of a seedless type (not taken) index in range
             chosen = self.order.to(device)[pos]
             z = torch.where(take[:, None], self.bank.latent.to(device)[chosen].to(z.dtype), z)
             origin = torch.where(take, chosen, origin)
@@ -111,24 +124,21 @@ class GARAGE(CGAN):
     """GARAGE: graph-attention seed cells (rare types first) mixed into the cgan's input batch."""
 
     name = "garage"
-    default_params = {
-        **CGAN.default_params,
-        "leakage": 0.2,
-        "input_space": "pca",
-        "seed_method": "gat",
-        "gat_k": 5,
-        "rare_threshold": None,
-        "min_seeds_per_type": 2,
-        "gat": {},
-        "d_steps": 1,
-        "conditional": True,
-    }
+    param_spec = CGAN.param_spec.extend(
+        Param("leakage", 0.2, "float", "share λ of training cells used as seeds (0: cgan)", ge=0, le=1),
+        Param("input_space", "pca", "str", "space of noise and seeds", choices=("pca", "genes")),
+        Param("seed_method", "gat", "str", "how seed cells are scored", choices=SEED_METHODS),
+        Param("gat_k", 5, "int", "neighbours per cell in the kNN graph", ge=1, le=1000),
+        Param("rare_threshold", None, "int", "types of ≤ this many cells (null: data)", ge=0, optional=True),
+        Param("min_seeds_per_type", 2, "int", "seeds every type gets (rare types first)", ge=0),
+        Param("gat", {}, "dict", "options of the GAT (seeding.attention.train_gat_scores)", keys=GAT_OPTIONS),
+        Param("d_steps", 1, "int", "critic steps per generator step", ge=1, le=100),
+        Param("conditional", True, "bool", "networks see the type (false: the paper's mode)"),
+    )
 
     # ------------------------------------------------------------------ networks
     def _z_dim(self, n_genes: int) -> int:
         space = self.params["input_space"]
-        if space not in ("pca", "genes"):
-            raise InputError(f"input_space must be 'pca' or 'genes', got {space!r}")
         return n_genes if space == "genes" else int(self.params["z_dim"])
 
     def _build(self, sizes, n_genes):
@@ -178,8 +188,6 @@ class GARAGE(CGAN):
 
         p = self.params
         leakage = float(p["leakage"])
-        if not 0.0 <= leakage <= 1.0:
-            raise InputError(f"--leakage must lie in [0, 1], got {leakage}")
         n_genes = data.n_genes
         z_dim = self._z_dim(n_genes)
         X = data.X
@@ -235,8 +243,8 @@ class GARAGE(CGAN):
 
         return latent_fn
 
-    def _fit(self, data, *, device, seed, progress):
-        super()._fit(data, device=device, seed=seed, progress=progress)
+    def _fit(self, data, *, device, seed, progress, checkpoint=None, resume=None):
+        super()._fit(data, device=device, seed=seed, progress=progress, checkpoint=checkpoint, resume=resume)
         if not self.conditional:
             self.fit_record["labeller_accuracy"] = _train_labeller(self.modules["classifier"], data, seed)
 
@@ -346,8 +354,8 @@ def _train_labeller(
 
     from torch.nn import functional as F
 
+    from ..data.stats import split_validation
     from ..seeding.attention import class_weights
-    from ..train.adversarial import split_validation
 
     classifier.to("cpu")  # small; the data are on the CPU anyway
     rng = np.random.default_rng(seed)

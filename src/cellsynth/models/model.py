@@ -2,8 +2,8 @@
 
 Subclasses supply their networks (``_build``) and their training (``_fit``); this class owns what every
 generator shares: turning the AnnData into :class:`~cellsynth.data.CellData`, deciding which conditions
-each synthetic cell gets (``_plan``), mapping generated values back to the input's representation and
-genes (``_to_output``), and the model file (:mod:`.persistence`).
+each synthetic cell gets (:mod:`.sampling`), mapping generated values back to the input's representation
+and genes (``_to_output``), and the model file (:mod:`.persistence`).
 """
 
 from __future__ import annotations
@@ -15,35 +15,36 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 import torch
 from torch import nn
 
 from .._io import jsonable
+from ..data.preprocess import draw_counts, expand_genes, normalize_log1p
 from ..errors import InputError, RequestError
+from ..params import ParamSpec
 from .persistence import FORMAT, FORMAT_VERSION
-
-_OUTPUT_ROWS = 2048  # cells per block when drawing output counts (bounds the dense work arrays)
+from .sampling import check_memory, joint_conditions, joint_table, plan_conditions
 
 
 class SyntheticCellModel:
     """Base class: fit on an AnnData, sample labelled synthetic cells, save and load safely.
 
-    Subclasses set ``name``, ``default_params`` and implement ``_build(sizes, n_genes)`` (the networks
+    Subclasses set ``name`` and ``param_spec`` (their hyperparameters, :class:`~cellsynth.params.Param`
+    each; ``default_params`` is derived from it) and implement ``_build(sizes, n_genes)`` (the networks
     as a dict of modules, ``"generator"`` first) and ``_fit(data, device, seed, progress)``.
     """
 
     name: ClassVar[str] = "base"
+    param_spec: ClassVar[ParamSpec] = ParamSpec()
     default_params: ClassVar[dict[str, Any]] = {}
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.default_params = cls.param_spec.defaults()
+
     def __init__(self, **params):
-        unknown = set(params) - set(self.default_params)
-        if unknown:
-            raise InputError(
-                f"unknown parameter(s) for model {self.name!r}: {sorted(unknown)}; "
-                f"known: {sorted(self.default_params)}"
-            )
-        self.params: dict[str, Any] = {**self.default_params, **params}
+        # unknown names, wrong types and out-of-range values are refused before anything is built
+        self.params: dict[str, Any] = {**self.default_params, **self.param_spec.validate(params, self.name)}
         self.modules: dict[str, nn.Module] = {}
         self.info: dict[str, Any] | None = None
         self.history: list[dict] = []
@@ -53,26 +54,29 @@ class SyntheticCellModel:
     def _build(self, sizes: list[int], n_genes: int) -> dict[str, nn.Module]:
         raise NotImplementedError
 
-    def _fit(self, data, *, device: str, seed: int, progress: bool) -> None:
+    def _fit(self, data, *, device: str, seed: int, progress: bool, checkpoint=None, resume=None) -> None:
+        """Train the built modules on ``data``. ``checkpoint`` (or None) is the training plan's checkpoint
+        callback; ``resume`` (or None) a plan state to continue from."""
         raise NotImplementedError
 
-    def _checkpoint_callback(self):
-        """A callback for the training loop writing the best generator so far to ``checkpoint_dir``."""
-        path = getattr(self, "_checkpoint_dir", None)
-        if path is None:
-            return None
+    def _checkpoint_callback(self, path: str | os.PathLike, meta: dict):
+        """The training plan's checkpoint callback: ``path`` becomes a complete model directory holding
+        the best model so far, with the whole training state beside it (written atomically together)."""
 
-        def write(generator_state: dict, history: list[dict]) -> None:
+        def write(state: dict, model_state: dict) -> None:
             import copy
+
+            from ..train.checkpoint import write_training_state
+            from .persistence import save
 
             snapshot = copy.copy(self)
             snapshot.modules = dict(self.modules)
             generator = copy.deepcopy(self.modules["generator"]).to("cpu")
-            generator.load_state_dict({k: v.detach().cpu() for k, v in generator_state.items()})
+            generator.load_state_dict({k: v.detach().cpu() for k, v in model_state.items()})
             snapshot.modules["generator"] = generator
-            snapshot.history = list(history)
+            snapshot.history = list(state["loop"]["history"])
             snapshot.fit_record = {"stopped_because": "checkpoint"}
-            snapshot.save(path)
+            save(snapshot, path, extra=lambda tmp: write_training_state(tmp, state, meta))
 
         return write
 
@@ -114,14 +118,19 @@ class SyntheticCellModel:
         seed: int = 0,
         progress: bool = True,
         checkpoint_dir: str | os.PathLike | None = None,
+        resume: bool = False,
     ) -> SyntheticCellModel:
         """Fit on ``adata`` (cells × genes) conditioned on ``obs[label_key]`` and ``condition_keys``.
 
         Returns ``self``. Epochs, time budget and the other hyperparameters are constructor arguments
-        (``models.get("cgan", epochs=200, max_minutes=5)``). With ``checkpoint_dir``, the best model so
-        far is saved there (a complete model directory) every few minutes during training.
+        (``models.get("cgan", epochs=200, max_minutes=5)``). With ``checkpoint_dir``, a checkpoint is
+        written there every ``checkpoint_minutes`` and when SIGTERM/SIGINT stops training: a complete
+        model directory holding the best model so far, and the whole training state. ``resume=True``
+        continues the run whose checkpoint is in ``checkpoint_dir`` (same model, parameters, seed and
+        data; anything else is a :class:`~cellsynth.errors.TrainingError`) where it stopped.
         """
         from ..data.celldata import CellData
+        from ..train.checkpoint import data_fingerprint, read_training_state
 
         data = CellData.from_anndata(
             adata,
@@ -135,16 +144,30 @@ class SyntheticCellModel:
             "label_key": label_key,
             "condition_keys": [c.key for c in data.conditions[1:]],
             "categories": {c.key: c.categories for c in data.conditions},
-            "joint": _joint_table(data.codes),
+            "joint": joint_table(data.codes),
             "preprocessing": data.preprocessing.to_dict(),
             "n_train_cells": data.n_cells,
         }
         sizes = [c.n for c in data.conditions]
-        self._checkpoint_dir = checkpoint_dir
+        meta = {
+            "model": self.name,
+            "params": jsonable(self.params),
+            "seed": int(seed),
+            "data": data_fingerprint(data),
+            "fit": {"label_key": label_key, "condition_keys": self.info["condition_keys"]},
+        }
+        meta["fit"].update(layer=layer, representation=representation, n_genes=n_genes)
+        state = None
+        if resume:
+            if checkpoint_dir is None:
+                raise InputError("resume=True needs the checkpoint_dir of the interrupted run")
+            state, saved = read_training_state(checkpoint_dir)
+            _check_resumable(saved, meta, checkpoint_dir)
+        callback = None if checkpoint_dir is None else self._checkpoint_callback(checkpoint_dir, meta)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.modules = self._build(sizes, data.n_genes)
-            self._fit(data, device=device, seed=seed, progress=progress)
+            self._fit(data, device=device, seed=seed, progress=progress, checkpoint=callback, resume=state)
         for m in self.modules.values():
             m.to("cpu").eval()
         self.fit_record = {**self.fit_record, "seed": seed, "device": device}
@@ -185,12 +208,13 @@ class SyntheticCellModel:
         import anndata as ad
 
         self._check_fitted()
+        check_memory(self.info, n, per_type)
         info = self.info
         label_key = info["label_key"]
         labels = info["categories"][label_key]
         rng = np.random.default_rng(seed)
         gen = torch.Generator().manual_seed(seed)
-        codes, label_w, names = self._plan(n, per_type, proportions, mix, rng)
+        codes, label_w, names = plan_conditions(self.info, n, per_type, proportions, mix, rng)
         total = len(codes)
         if total == 0:
             raise RequestError("nothing to sample: give --n > 0 or --per-type with positive counts")
@@ -244,68 +268,7 @@ class SyntheticCellModel:
     # ------------------------------------------------------------------ sampling helpers
     def _joint(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The training cells' condition combinations: ``(codes, counts, label_counts)``."""
-        info = self.info
-        joint = np.asarray(info["joint"]["codes"], dtype=np.int64).reshape(
-            -1, 1 + len(info["condition_keys"])
-        )
-        joint_counts = np.asarray(info["joint"]["counts"], dtype=np.float64)
-        n_labels = len(info["categories"][info["label_key"]])
-        return joint, joint_counts, np.bincount(joint[:, 0], weights=joint_counts, minlength=n_labels)
-
-    def _plan(self, n, per_type, proportions, mix, rng):
-        """Decide each synthetic cell's condition codes (and soft label weights when mixing)."""
-        info = self.info
-        labels = info["categories"][info["label_key"]]
-        joint, joint_counts, label_counts = self._joint()
-
-        def draw(label_code: int, k: int) -> np.ndarray:
-            rows = np.flatnonzero(joint[:, 0] == label_code)
-            p = joint_counts[rows] / joint_counts[rows].sum()
-            return joint[rng.choice(rows, size=k, p=p)]
-
-        if n is not None and (not isinstance(n, int | np.integer) or n < 0):
-            raise RequestError(f"--n must be a non-negative integer, got {n!r}")
-        if mix:
-            unknown = [k for k in mix if k not in labels]
-            if unknown:
-                raise RequestError(f"unknown label(s) in --mix: {unknown}; known labels: {labels}")
-            w = np.array([float(v) for v in mix.values()])
-            if len(mix) < 2 or np.any(w < 0) or w.sum() <= 0:
-                raise RequestError(
-                    "--mix needs two or more labels with non-negative weights, e.g. a=0.5,b=0.5"
-                )
-            w = w / w.sum()
-            if not n:
-                raise RequestError("--mix needs --n, the number of mixed cells to generate")
-            label_w = np.zeros((n, len(labels)), dtype=np.float32)
-            for name, wi in zip(mix, w, strict=True):
-                label_w[:, labels.index(name)] = wi
-            first = labels.index(max(mix, key=lambda k: mix[k]))
-            codes = draw(first, n)
-            tag = "mix(" + ",".join(f"{k}={wi:.2f}" for k, wi in zip(mix, w, strict=True)) + ")"
-            return codes, label_w, [tag] * n
-
-        want = np.zeros(len(labels), dtype=np.int64)
-        if n:
-            if proportions == "real":
-                p = label_counts / label_counts.sum()
-            elif proportions == "uniform":
-                p = np.full(len(labels), 1.0 / len(labels))
-            else:
-                raise RequestError(f"unknown --proportions {proportions!r}; use real or uniform")
-            want += _largest_remainder(p, n)
-        for name, k in (per_type or {}).items():
-            if name not in labels:
-                raise RequestError(f"unknown label {name!r} in --per-type; known labels: {labels}")
-            if int(k) < 0:
-                raise RequestError(f"--per-type {name}={k}: counts must be non-negative")
-            want[labels.index(name)] += int(k)
-        codes = np.concatenate(
-            [draw(c, int(k)) for c, k in enumerate(want) if k > 0]
-            or [np.zeros((0, joint.shape[1]), np.int64)]
-        )
-        names = [labels[c] for c in codes[:, 0]]
-        return codes, None, names
+        return joint_conditions(self.info)
 
     def _to_output(self, values: np.ndarray, label_codes: np.ndarray, label_w, rng: np.random.Generator):
         """Map generated training-representation values to the input's representation and genes."""
@@ -313,14 +276,6 @@ class SyntheticCellModel:
         n_out = len(pre["output_genes"])
         cols = np.asarray(pre["train_genes"], dtype=np.int64)
         values = np.maximum(values, 0) if pre["nonnegative"] else values
-
-        def widen(m: np.ndarray):
-            m = sp.csr_matrix(m.astype(np.float32))
-            m.indices = cols[m.indices]  # column j of the training matrix is output gene cols[j]
-            m._shape = (m.shape[0], n_out)
-            m.sort_indices()
-            return m
-
         if pre["representation"] == "counts":
             labels = self.info["categories"][self.info["label_key"]]
             if label_w is not None:  # mixtures: library size of the dominant label
@@ -330,35 +285,33 @@ class SyntheticCellModel:
                 pool = np.asarray(pre["library_sizes"][labels[c]])
                 idx = label_codes == c
                 lib[idx] = rng.choice(pool, size=int(idx.sum()))
-            blocks = []
-            for start in range(0, len(values), _OUTPUT_ROWS):  # dense float64 work arrays, a block at a time
-                sl = slice(start, start + _OUTPUT_ROWS)
-                profile = np.expm1(values[sl].astype(np.float64))
-                sums = profile.sum(1, keepdims=True)
-                profile = np.divide(profile, sums, out=np.zeros_like(profile), where=sums > 0)
-                rate = profile * lib[sl, None]
-                del profile
-                phi = self._dispersion(
+
+            def dispersion(sl: slice) -> np.ndarray:
+                return self._dispersion(
                     label_codes[sl] if label_w is None else None, None if label_w is None else label_w[sl]
                 )
-                if phi is not None:  # Poisson–log-normal, as the model was trained (train.observe)
-                    var = np.maximum(np.log1p(phi), 1e-8)
-                    rate *= np.exp(np.sqrt(var) * rng.standard_normal(rate.shape) - 0.5 * var)
-                if self.params.get("count_noise") == "rounding":  # as the model was trained (train.observe)
-                    low = np.floor(rate)
-                    counts = (low + (rng.random(rate.shape) < rate - low)).astype(np.float32)
-                else:
-                    counts = rng.poisson(rate).astype(np.float32)
-                blocks.append(widen(counts))
-            X = sp.vstack(blocks, format="csr")
-            totals = np.asarray(X.sum(1)).ravel()
-            logn = X.copy()
-            scale = np.divide(pre["target_sum"], totals, out=np.zeros_like(totals), where=totals > 0)
-            logn.data *= np.repeat(scale, np.diff(logn.indptr)).astype(np.float32)
-            np.log1p(logn.data, out=logn.data)
-            return X, logn
+
+            # counts drawn as the model was trained (CountObservation): Poisson–log-normal when the
+            # generator learned a dispersion, else as its count_noise says
+            learned = getattr(self.modules.get("generator"), "log_dispersion", None) is not None
+            if learned:
+                noise = "pln"
+            elif self.params.get("count_noise") == "rounding":
+                noise = "rounding"
+            else:
+                noise = "poisson"
+            X = draw_counts(
+                values,
+                lib,
+                rng,
+                noise=noise,
+                dispersion=dispersion if learned else None,
+                columns=cols,
+                n_columns=n_out,
+            )
+            return X, normalize_log1p(X, target_sum=pre["target_sum"])
         if pre["representation"] == "log1p":
-            X = widen(values)
+            X = expand_genes(values, cols, n_out)
             return X, X.copy()
         X = np.zeros((len(values), n_out), dtype=np.float32)
         X[:, cols] = values
@@ -413,18 +366,21 @@ class SyntheticCellModel:
         return load(path)
 
 
-def _joint_table(codes: np.ndarray) -> dict[str, list]:
-    uniq, counts = np.unique(codes, axis=0, return_counts=True)
-    return {"codes": uniq.ravel().tolist(), "counts": counts.tolist()}
+def _check_resumable(saved: dict, meta: dict, directory) -> None:
+    """Refuse to resume a checkpoint of another run: another model, parameters, seed or data."""
+    from ..errors import TrainingError
 
-
-def _largest_remainder(p: np.ndarray, n: int) -> np.ndarray:
-    raw = p * n
-    out = np.floor(raw).astype(np.int64)
-    short = n - out.sum()
-    if short > 0:
-        out[np.argsort(-(raw - out), kind="stable")[:short]] += 1
-    return out
+    budgets = ("epochs", "max_minutes")  # how long to train may change; what is trained may not
+    for key, what in (("model", "model"), ("params", "parameters"), ("seed", "seed"), ("data", "data")):
+        a, b = saved.get(key), meta[key]
+        if key == "params" and isinstance(a, dict):
+            a = {k: v for k, v in a.items() if k not in budgets}
+            b = {k: v for k, v in b.items() if k not in budgets}
+        if a != b:
+            raise TrainingError(
+                f"the checkpoint in {directory} is of a run with other {what} than this one; resume with the "
+                "same model, parameters, seed and data, or fit afresh without resuming"
+            )
 
 
 def _version() -> str:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from ..errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..params import ParamSpec
     from .model import SyntheticCellModel
 
 REGISTRY: dict[str, type[SyntheticCellModel]] = {}
@@ -24,7 +25,20 @@ def available() -> dict[str, str]:
 
 
 def get(name: str, **params) -> SyntheticCellModel:
-    """A new, unfitted model by name, e.g. ``get("cgan", epochs=100)``."""
+    """A new, unfitted model by name, e.g. ``get("cgan", epochs=100)``.
+
+    ``params`` are checked against the model's :func:`param_spec` (names, types, ranges, choices);
+    a value it does not accept raises :class:`~cellsynth.errors.InputError`.
+    """
+    return _model_class(name)(**params)
+
+
+def param_spec(name: str) -> ParamSpec:
+    """The declared hyperparameters of model ``name`` (defaults, accepted values, help)."""
+    return _model_class(name).param_spec
+
+
+def _model_class(name: str) -> type[SyntheticCellModel]:
     if name not in REGISTRY:
         raise InputError(f"unknown model {name!r}; available: {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name](**params)
+    return REGISTRY[name]

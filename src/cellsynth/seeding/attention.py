@@ -11,6 +11,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ..data.stats import stratified_split
+from ..progress import Progress
+
 
 def attention_scores(edge_index: torch.Tensor, alpha: torch.Tensor, n_nodes: int) -> torch.Tensor:
     """How much its neighbours attend to each node.
@@ -99,10 +102,7 @@ def train_gat_scores(
     y = torch.as_tensor(codes, dtype=torch.int64)
     # held-out nodes, stratified; a type with a single cell keeps it for training
     val = np.zeros(n, dtype=bool)
-    for c in np.unique(codes):
-        idx = np.flatnonzero(codes == c)
-        idx = idx[np.argsort(node_keys[idx])] if node_keys is not None else rng.permutation(idx)
-        val[idx[: int(math.floor(val_fraction * len(idx)))]] = True
+    val[stratified_split(codes, val_fraction, rng, order_keys=node_keys)[1]] = True
     train_mask, val_mask = torch.as_tensor(~val), torch.as_tensor(val)
 
     with torch.random.fork_rng(devices=[]):  # GATConv's initialisers use the global generator
@@ -116,13 +116,10 @@ def train_gat_scores(
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     best = (-math.inf, None, 0)
     stale = 0
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=max_epochs, desc="GAT", unit="epoch", leave=False)
     epoch = 0
-    with torch.random.fork_rng(devices=[]):  # dropout draws from the global generator: keep it ours
+    bar = Progress(total=max_epochs, desc="GAT", unit="epoch", enabled=progress)
+    # dropout draws from the global generator: keep it ours
+    with bar, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         deadline = time.monotonic() + 60 * max_minutes if max_minutes else math.inf
         for epoch in range(1, max_epochs + 1):
@@ -150,13 +147,10 @@ def train_gat_scores(
                 stale = 0
             else:
                 stale += 1
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{best[0]:.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{best[0]:.3f}")
+            bar.update(1)
             if stale >= patience or time.monotonic() > deadline:
                 break
-    if bar is not None:
-        bar.close()
     model.load_state_dict(best[1])
     model.eval()
     with torch.no_grad():

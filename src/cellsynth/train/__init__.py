@@ -1,9 +1,22 @@
-"""Training: ONE adversarial loop for every GAN (losses plug in), device/Fabric set-up."""
+"""Training: one plan every model shares (loop, validation, stopping, checkpoints, resume, rollback),
+the adversarial plan every GAN configures, and the objectives they are trained with."""
 
 from __future__ import annotations
 
-from .adversarial import train_adversarial
+from .adversarial import AdversarialPlan, AdversarialSettings
 from .device import make_fabric, resolve_device
-from .losses import LOSSES, AdversarialLoss, get_loss
+from .objectives import LOSSES, AdversarialLoss, get_loss
+from .plan import TrainingPlan, TrainResult, TrainSettings
 
-__all__ = ["LOSSES", "AdversarialLoss", "get_loss", "make_fabric", "resolve_device", "train_adversarial"]
+__all__ = [
+    "LOSSES",
+    "AdversarialLoss",
+    "AdversarialPlan",
+    "AdversarialSettings",
+    "TrainResult",
+    "TrainSettings",
+    "TrainingPlan",
+    "get_loss",
+    "make_fabric",
+    "resolve_device",
+]

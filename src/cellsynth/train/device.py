@@ -28,8 +28,8 @@ def make_fabric(
 ):
     """A Lightning Fabric on the resolved device (one process unless ``devices`` says otherwise).
 
-    ``mixed_precision`` trains in bf16 autocast, on CUDA and on CPUs too (on this project's AVX512-BF16
-    CPU a Baron-sized cgan step takes 320 ms instead of 531 ms); off by default.
+    ``mixed_precision`` trains in bf16 autocast, on CUDA and on CPUs too (faster on CPUs with native
+    bf16 instructions such as AVX512-BF16); off by default.
     """
     from lightning.fabric import Fabric
 

@@ -1,0 +1,221 @@
+"""Objectives of training: the adversarial losses and every loss term a generator is trained with.
+
+Adversarial losses (how critic and generator are scored from the critic's logits) are the only thing
+in which GAN variants differ; they share one training plan (:mod:`.adversarial`). The terms:
+the auxiliary classifier's soft cross-entropy, the zero-fraction (sparsity) match, the per-(type,
+gene) moment match, the conditional MMD in the critic's PCA space, and the critic's regularisers (R1
+and the WGAN gradient penalty).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from ..errors import InputError
+from ..metrics.distribution import mmd2
+
+
+class AdversarialLoss:
+    """How the critic and the generator are scored from the critic's logits.
+
+    ``d_steps`` is how many critic updates (each on a fresh real minibatch) precede the generator's.
+    """
+
+    name = "base"
+    d_steps = 1
+    gradient_penalty = 0.0
+
+    def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class BCELoss(AdversarialLoss):
+    """Standard GAN on logits (BCE-with-logits), one-sided label smoothing, non-saturating generator."""
+
+    name = "bce"
+
+    def __init__(self, real_label: float = 0.9, fake_label: float = 0.0, d_steps: int = 1):
+        self.real_label = real_label
+        self.fake_label = fake_label
+        self.d_steps = d_steps
+
+    def d_loss(self, real, fake):
+        return F.binary_cross_entropy_with_logits(
+            real, torch.full_like(real, self.real_label)
+        ) + F.binary_cross_entropy_with_logits(fake, torch.full_like(fake, self.fake_label))
+
+    def g_loss(self, fake):
+        return F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
+
+
+class WGANGPLoss(AdversarialLoss):
+    """Wasserstein critic with gradient penalty (Gulrajani et al. 2017)."""
+
+    name = "wgan-gp"
+
+    def __init__(self, gp_weight: float = 10.0, d_steps: int = 5):
+        self.gradient_penalty = gp_weight
+        self.d_steps = d_steps
+
+    def d_loss(self, real, fake):
+        return fake.mean() - real.mean()
+
+    def g_loss(self, fake):
+        return -fake.mean()
+
+
+class HingeLoss(AdversarialLoss):
+    """Hinge loss (Lim & Ye 2017; used with projection discriminators)."""
+
+    name = "hinge"
+
+    def d_loss(self, real, fake):
+        return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+
+    def g_loss(self, fake):
+        return -fake.mean()
+
+
+LOSSES = {cls.name: cls for cls in (BCELoss, WGANGPLoss, HingeLoss)}
+
+
+def get_loss(name: str, **kwargs) -> AdversarialLoss:
+    """A new adversarial loss by name (``bce``, ``wgan-gp``, ``hinge``)."""
+    if name not in LOSSES:
+        raise InputError(f"unknown adversarial loss {name!r}; choose one of {sorted(LOSSES)}")
+    return LOSSES[name](**kwargs)
+
+
+class MomentMatch:
+    """Per-(type, gene) mean and variance of generated (observed) cells pulled towards the real ones.
+
+    A squared error of minibatch moments would be biased: with ~10 cells of a type per batch, the
+    batch moment's own variance is part of the error, and its gradient shrinks the spread of generated
+    cells. Instead a running estimate ``m̄`` of the generated moments (no gradient, ``decay`` per step)
+    supplies the residual and the batch supplies the direction: the surrogate ``Σ (m̄ − m*) · m_batch``
+    has the gradient of ``½ Σ (m̄ − m*)²`` without the variance term. Types weigh by their share of the
+    batch; genes are summed, so the weight is a pull per gene, whatever the number of genes (averaged,
+    a 765-gene panel pulled each gene 19× harder than Baron's 14,634 genes and lost its zeros).
+    """
+
+    def __init__(self, mean: torch.Tensor, var: torch.Tensor, decay: float):
+        self.target = torch.stack([mean, var])  # 2 × labels × genes
+        self.running = torch.zeros_like(self.target)
+        self.seen = torch.zeros(mean.shape[0], dtype=torch.bool, device=mean.device)
+        self.decay = decay
+        self.is_var = torch.tensor([False, True], device=mean.device)[:, None, None]
+        self.error = 0.0  # share-weighted mean squared residual of the running moments (for the history)
+
+    def __call__(self, x: torch.Tensor, label_w: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        mass = label_w.sum(0)
+        present = mass > 0
+        if not bool(present.any()):
+            return torch.zeros((), device=x.device)
+        w = label_w[:, present].T.float()  # present labels × cells
+        m = mass[present, None]
+        mean = (w @ x) / m
+        # unbiased within the batch (a label's single cell says nothing about its variance)
+        var = ((w @ (x * x)) / m - mean**2) * (m / (m - 1).clamp_min(1e-6)) * (m > 1.5)
+        batch = torch.stack([mean, var])
+        with torch.no_grad():
+            idx = torch.nonzero(present).ravel()
+            old = self.running[:, idx]
+            first = ~self.seen[idx]
+            upd = torch.where(first[None, :, None], batch, self.decay * old + (1 - self.decay) * batch)
+            single = (m[:, 0] < 1.5)[None, :, None] & self.is_var
+            upd = torch.where(single, old, upd)  # keep the variance estimate of single-cell labels
+            self.running[:, idx] = upd
+            self.seen[idx] = True
+            resid = (upd - self.target[:, idx]) * ~single
+            share = (m / m.sum())[None]
+            self.error = float((resid.pow(2) * share).sum() / x.shape[1])  # what is logged
+        return (resid * batch * share).sum()
+
+
+def per_gene_path(observed: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
+    """The observed values, with the gradient of each gene going straight to that gene's pre-activation.
+
+    The moment match judges what the critic sees (counts drawn and normalised), but its gradient must
+    not take the exact path back: the straight-through count draw and the normalisation by the cell's
+    total couple every gene to the most expressed ones, so the sum of thousands of small variance
+    residuals of other genes would move the top genes (docs/design-notes.md, "The gradient path: per
+    gene"). Observed log values follow the pre-activation one to one where a gene is expressed, so each
+    gene's residual moves that gene, and also where relu zeroed it.
+    """
+    return pre + (observed - pre).detach()
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return -(target * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+
+
+def soft_zero(pre: torch.Tensor, temperature: float, p_zero_observed: torch.Tensor | None = None):
+    """Differentiable probability that each generated entry is zero in the output.
+
+    The generator's output is ``relu(pre)``, so an entry is exactly zero when ``pre <= 0``; the soft
+    indicator ``sigmoid(-pre / T)`` carries a gradient for both directions (also where relu has none).
+    When counts are drawn from the output (``p_zero_observed``: the draw's zero probability), a positive
+    entry can still come out zero.
+    """
+    s = torch.sigmoid(-pre / temperature)
+    return s if p_zero_observed is None else s + (1.0 - s) * p_zero_observed
+
+
+def sparsity_loss(zero_prob: torch.Tensor, label_w: torch.Tensor, target_zero: torch.Tensor):
+    """Per-(label, gene) zero-fraction match: the batch's per-label expected zero fraction against the
+    real one, weighted by label frequency."""
+    mass = label_w.sum(0)  # per label, in this batch
+    present = mass > 0
+    gen = (label_w.T @ zero_prob)[present] / mass[present, None]
+    real = target_zero[present]
+    return ((gen - real) ** 2).mean(-1).mul(mass[present] / mass.sum()).sum()
+
+
+def conditional_mmd(
+    x_fake: torch.Tensor,
+    x_real: torch.Tensor,
+    w_fake: torch.Tensor,
+    w_real: torch.Tensor,
+    mean: torch.Tensor,
+    basis: torch.Tensor,
+) -> torch.Tensor:
+    """MMD between generated and real cells in a PCA space, each compared only with cells of its type.
+
+    Row ``i`` of ``x_fake`` was generated for the conditions of real row ``i`` (``paired``); the
+    projection runs in float32 whatever the autocast context.
+    """
+    with torch.autocast(device_type=x_fake.device.type, enabled=False):
+        return mmd2(
+            (x_fake.float() - mean) @ basis,
+            (x_real.detach() - mean) @ basis,
+            cond_x=w_fake,
+            cond_y=w_real,
+            paired=True,
+        )
+
+
+def pooled_mmd(x_fake: torch.Tensor, x_real: torch.Tensor, mean: torch.Tensor, basis: torch.Tensor):
+    """MMD between generated and real cells in a PCA space, types pooled (unconditional training)."""
+    with torch.autocast(device_type=x_fake.device.type, enabled=False):
+        return mmd2((x_fake.float() - mean) @ basis, (x_real.detach() - mean) @ basis)
+
+
+def r1_penalty(real_logits: torch.Tensor, x_real: torch.Tensor) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): the squared gradient norm of the critic at real cells (a flat critic
+    around the data); ``x_real`` must require grad and ``real_logits`` be computed from it."""
+    (grad,) = torch.autograd.grad(real_logits.float().sum(), x_real, create_graph=True)
+    return 0.5 * grad.float().pow(2).sum(1).mean()
+
+
+def gradient_penalty(critic, real, fake, weights, gen):
+    """WGAN-GP (Gulrajani et al. 2017): the critic's gradient norm pulled to 1 between real and fake."""
+    eps = torch.rand(len(real), 1, generator=gen, device=real.device)
+    mid = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    out = critic(mid, weights)
+    (grad,) = torch.autograd.grad(out.sum(), mid, create_graph=True)
+    return ((grad.norm(2, dim=1) - 1) ** 2).mean()

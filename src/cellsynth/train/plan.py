@@ -1,0 +1,433 @@
+"""The training plan every model trains in: set-up, the loop, validation, stopping and checkpoints.
+
+A plan is configured, not copied: a subclass says what one training step does
+(:meth:`TrainingPlan.training_step`), how a model is scored on held-out cells
+(:meth:`TrainingPlan.validation_score`) and what its state is; this class owns the rest, in the order
+the loop runs it:
+
+- **set-up**: the device (Lightning Fabric), the plan's own random generators (numpy and torch, from one
+  seed; nothing global is seeded), the stratified validation split;
+- **epochs of minibatches** (class-balanced when ``balance`` > 0), with a time budget;
+- **validation** every ``val_every_steps`` steps, keeping the best state and **early stopping** after
+  ``patience`` validations without improvement;
+- **checkpoints** every ``checkpoint_minutes`` and when SIGTERM/SIGINT arrives: the whole training state
+  (weights, optimisers, EMA, every random generator, history, position in the epoch) goes to a callback,
+  and :meth:`TrainingPlan.fit` with ``resume=`` continues from such a state exactly where it stopped;
+- **rollback on divergence**: a non-finite or exploding loss restores the last good state (taken at
+  the end of a healthy epoch, every ~20 seconds) with the learning rates multiplied by
+  ``rollback_lr_factor``, at most ``max_rollbacks`` times; then training stops with
+  :class:`~cellsynth.errors.TrainingError`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import signal
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.stats import balanced_row_weights, split_validation
+from ..errors import TrainingError
+from .device import make_fabric
+
+# how often the rollback point is renewed: copying the whole state every epoch of a small dataset costs
+# more than the steps themselves
+_SNAPSHOT_SECONDS = 20.0
+
+
+@dataclass
+class TrainSettings:
+    """Optimisation settings every training plan shares."""
+
+    epochs: int = 300
+    max_minutes: float | None = None
+    batch_size: int = 128
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    optimizer: str = "adam"  # adam | rmsprop
+    grad_clip: float | None = None
+    balance: float = 0.5
+    ema_decay: float | None = 0.999
+    val_fraction: float = 0.1
+    val_min_cells: int = 100  # small data: hold out up to 25% to reach this many validation cells
+    val_every_steps: int = 100
+    patience: int = 15
+    mixed_precision: bool = False
+    checkpoint_minutes: float = 2.0
+    max_rollbacks: int = 3  # divergence: how many times the last good state is restored
+    rollback_lr_factor: float = 0.5  # ... each time with the learning rates multiplied by this
+    divergence_limit: float = 1e6  # a critic or generator loss beyond this (in magnitude) is a divergence
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    generator_state: dict
+    history: list[dict]
+    stopped_because: str
+    best_val_mmd: float | None
+    rollbacks: list[dict] = field(default_factory=list)
+
+
+#: ``checkpoint(state, model_state)``: the whole training state, and the weights of the model to keep
+#: so far (the best validated, else the current sampling module's)
+Checkpoint = Callable[[dict, dict], None]
+
+
+class TrainingPlan:
+    """Base class: the loop, validation, early stopping, EMA, checkpoints, resume and rollback.
+
+    Subclasses implement :meth:`configure` (statistics, optimisers), :meth:`training_step`,
+    :meth:`validation_score`, :meth:`sampling_module` and :meth:`state_parts`/:meth:`load_state_parts`;
+    ``loss_keys`` names the per-epoch averages recorded in the history (each ``training_step`` returns
+    sums and counts for them).
+    """
+
+    #: history column → (sum key, count key) of what ``training_step`` returns
+    loss_keys: dict[str, tuple[str, str]] = {}
+
+    def __init__(
+        self,
+        settings: TrainSettings,
+        *,
+        device: str = "auto",
+        seed: int = 0,
+        progress: bool = True,
+        checkpoint: Checkpoint | None = None,
+    ):
+        self.settings = settings
+        self.device_name = device
+        self.seed = seed
+        self.show_progress = progress
+        self.checkpoint = checkpoint
+
+    # ------------------------------------------------------------------ to implement
+    def configure(self, data) -> None:
+        """Everything a step needs beyond the split: statistics, optimisers, EMA (after set-up)."""
+        raise NotImplementedError
+
+    def training_step(self, rows: np.ndarray) -> dict[str, float]:
+        """One optimisation step on the training cells ``rows``: sums and counts of its losses."""
+        raise NotImplementedError
+
+    def validation_score(self) -> float:
+        """A score of the current model on held-out cells (lower is better)."""
+        raise NotImplementedError
+
+    def sampling_module(self) -> nn.Module:
+        """The module whose weights are the model (e.g. the EMA of the generator)."""
+        raise NotImplementedError
+
+    def state_parts(self) -> dict[str, Any]:
+        """Everything that changes during training besides the loop's counters (weights, optimisers,
+        EMA, running statistics): nested dicts of tensors and plain values."""
+        raise NotImplementedError
+
+    def load_state_parts(self, parts: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def progress_postfix(self, record: dict) -> dict[str, str]:
+        return {}
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self, data) -> None:
+        """Device, random generators and the validation split; then :meth:`configure`."""
+        s = self.settings
+        self.data = data
+        self.rng = np.random.default_rng(self.seed)
+        self.fabric = make_fabric(self.device_name, mixed_precision=s.mixed_precision)
+        self.device = self.fabric.device
+        self.gen = torch.Generator(device=self.device)
+        self.gen.manual_seed(self.seed)
+        # early stopping must judge generalisation: with too few held-out cells the score is noise, and a
+        # score against training cells rewards reproducing the training sample itself
+        fraction = s.val_fraction
+        if s.val_min_cells and data.n_cells:
+            fraction = max(fraction, min(0.25, s.val_min_cells / data.n_cells))
+        self.train_rows, self.val_rows = split_validation(data.label.codes, fraction, self.rng)
+        self.configure(data)
+        self.base_lrs = [[g["lr"] for g in opt.param_groups] for opt in self.optimizers()]
+
+    def make_optimizer(self, params, lr: float) -> torch.optim.Optimizer:
+        # foreach kernels: one launch per group, not per tensor (the CPU default is per tensor)
+        if self.settings.optimizer == "rmsprop":
+            return torch.optim.RMSprop(params, lr=lr, foreach=True)
+        return torch.optim.Adam(params, lr=lr, betas=self.settings.betas, foreach=True)
+
+    def make_ema(self, module: nn.Module):
+        """An exponential moving average of ``module``'s weights (None when ``ema_decay`` is off)."""
+        if not self.settings.ema_decay:
+            return None
+        return torch.optim.swa_utils.AveragedModel(
+            module, multi_avg_fn=_ema_with_warmup(self.settings.ema_decay), use_buffers=True
+        )
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, data, *, resume: dict | None = None) -> TrainResult:
+        """Train on ``data`` (a :class:`~cellsynth.data.CellData`); ``resume``: a state passed to the
+        checkpoint callback by an earlier, interrupted run of the same plan on the same data."""
+        s = self.settings
+        self.setup(data)
+        self.steps_per_epoch = max(1, len(self.train_rows) // s.batch_size)
+        self.row_p = balanced_row_weights(data.label.codes[self.train_rows], s.balance)
+        self.loop = {
+            "epoch": 0,
+            "batch": 0,
+            "perm": None,
+            "sums": {},
+            "history": [],
+            "best_score": math.inf,
+            "best_state": None,
+            "stale": 0,
+            "last_val_step": 0,
+            "elapsed": 0.0,
+        }
+        self.rollbacks: list[dict] = []
+        if resume is not None:
+            self.load_state(resume)
+        self._take_snapshot()
+        stopped = self._run()
+        if self.loop["best_state"] is None:  # no validation ran (e.g. interrupted in the first epoch)
+            self.loop["best_state"] = copy.deepcopy(self.sampling_module().state_dict())
+        state = {k: v.detach().to("cpu").clone() for k, v in self.loop["best_state"].items()}
+        best = self.loop["best_score"]
+        return TrainResult(
+            state, self.loop["history"], stopped, None if math.isinf(best) else best, self.rollbacks
+        )
+
+    def _run(self) -> str:
+        s, loop = self.settings, self.loop
+        budget = 60 * s.max_minutes if s.max_minutes else math.inf
+        started = time.monotonic() - loop["elapsed"]
+        last_checkpoint = time.monotonic()
+        stopped = "epochs"
+        from ..progress import Progress
+
+        # under a time budget the epoch count is only a cap: show a rate, not a misleading ETA
+        bar = Progress(
+            total=None if s.max_minutes else s.epochs,
+            desc="training",
+            unit="epoch",
+            enabled=self.show_progress,
+        )
+        with bar, _StopSignals() as signals:
+            while loop["epoch"] < s.epochs:
+                if loop["batch"] == 0:
+                    loop["perm"] = self.epoch_rows()
+                    loop["sums"] = {}
+                rolled_back = False
+                while loop["batch"] < self.steps_per_epoch:
+                    b = loop["batch"]
+                    rows = np.sort(loop["perm"][b * s.batch_size : (b + 1) * s.batch_size])
+                    out = self.training_step(rows)
+                    problem = self._divergence(out)
+                    if problem:  # back to the start of an epoch: its rows are drawn again
+                        self._roll_back(problem)
+                        rolled_back = True
+                        break
+                    for k, v in out.items():
+                        loop["sums"][k] = loop["sums"].get(k, 0.0) + v
+                    loop["batch"] += 1
+                    loop["elapsed"] = time.monotonic() - started
+                    if loop["elapsed"] > budget:
+                        stopped = "time budget"
+                        break
+                    if signals.received:
+                        stopped = "interrupted"
+                        break
+                    if self.checkpoint and time.monotonic() - last_checkpoint >= 60 * s.checkpoint_minutes:
+                        self._write_checkpoint()
+                        last_checkpoint = time.monotonic()
+                if rolled_back:
+                    continue
+                if stopped == "interrupted":  # mid-epoch: the checkpoint continues this very epoch
+                    if self.checkpoint:
+                        self._write_checkpoint()
+                    warnings.warn("training interrupted: keeping the best model so far", stacklevel=3)
+                    break
+                record = self._end_epoch(last=loop["epoch"] + 1 == s.epochs or stopped != "epochs")
+                bar.set_postfix(**self.progress_postfix(record))
+                bar.update(1)
+                if stopped != "epochs":
+                    break
+                if s.patience and loop["stale"] >= s.patience:
+                    stopped = "early stopping"
+                    break
+                if self.checkpoint and time.monotonic() - last_checkpoint >= 60 * s.checkpoint_minutes:
+                    self._write_checkpoint()
+                    last_checkpoint = time.monotonic()
+        return stopped
+
+    def _write_checkpoint(self) -> None:
+        model = self.loop["best_state"] or self.sampling_module().state_dict()
+        self.checkpoint(self.state(), model)
+
+    def epoch_rows(self) -> np.ndarray:
+        """The training rows of one epoch, in order (class-balanced draws when ``balance`` > 0)."""
+        s = self.settings
+        if self.row_p is None:
+            return self.rng.permutation(self.train_rows)
+        return self.rng.choice(self.train_rows, size=self.steps_per_epoch * s.batch_size, p=self.row_p)
+
+    def step_count(self) -> int:
+        """Optimisation steps so far (what validation intervals count)."""
+        raise NotImplementedError
+
+    def _end_epoch(self, *, last: bool) -> dict:
+        s, loop = self.settings, self.loop
+        record: dict[str, Any] = {
+            "epoch": loop["epoch"] + 1,
+            "g_step": self.step_count(),
+            "seconds": round(loop["elapsed"], 3),
+        }
+        sums = loop["sums"]
+        for column, (total, count) in self.loss_keys.items():
+            record[column] = sums.get(total, 0.0) / max(sums.get(count, 0.0), 1)
+        step = self.step_count()
+        if step - loop["last_val_step"] >= s.val_every_steps or last:
+            loop["last_val_step"] = step
+            score = self.validation_score()
+            record["val_mmd"] = score
+            if score < loop["best_score"]:
+                loop["best_score"] = score
+                loop["best_state"] = copy.deepcopy(self.sampling_module().state_dict())
+                loop["stale"] = 0
+            else:
+                loop["stale"] += 1
+        loop["history"].append(record)
+        loop["epoch"] += 1
+        loop["batch"] = 0
+        if time.monotonic() - self._good_at >= _SNAPSHOT_SECONDS:
+            self._take_snapshot()
+        return record
+
+    # ------------------------------------------------------------------ divergence
+    def _divergence(self, out: dict[str, float]) -> str | None:
+        """What went wrong in a step's losses (``n_*`` entries are counts), or None."""
+        limit = self.settings.divergence_limit
+        for key, value in out.items():
+            if key.startswith("n_"):
+                continue
+            if not math.isfinite(value):
+                return f"{key} is {value}"
+            if limit and abs(value) > limit:
+                return f"{key} exploded ({value:.3g})"
+        return None
+
+    def _roll_back(self, problem: str) -> None:
+        s = self.settings
+        step = self.step_count()
+        if len(self.rollbacks) >= s.max_rollbacks:
+            raise TrainingError(
+                f"training diverged ({problem} at step {step}) after {len(self.rollbacks)} rollbacks "
+                f"with learning rates × {s.rollback_lr_factor ** len(self.rollbacks):g}; lower the learning "
+                "rates (--param lr_g=... lr_d=...) or set grad_clip"
+            )
+        self._restore(self._good)
+        factor = s.rollback_lr_factor ** (len(self.rollbacks) + 1)
+        for opt, lrs in zip(self.optimizers(), self.base_lrs, strict=True):
+            for group, lr in zip(opt.param_groups, lrs, strict=True):
+                group["lr"] = lr * factor
+        self.rollbacks.append({"step": step, "problem": problem, "lr_factor": factor})
+        warnings.warn(
+            f"training diverged ({problem} at step {step}): rolled back to the end of epoch "
+            f"{self.loop['epoch']} with learning rates × {factor:g}",
+            stacklevel=3,
+        )
+
+    def _take_snapshot(self) -> None:
+        """Keep the current state as the one a divergence rolls back to (at the end of a healthy epoch)."""
+        self._good = copy.deepcopy(self.state(include_history=False))
+        self._good_at = time.monotonic()
+
+    def _restore(self, snap: dict) -> None:
+        """Back to a snapshot's weights, optimisers, generators and position: the history is cut back to
+        the snapshot's epoch (epochs stay numbered in order), the record of rollbacks goes on."""
+        history, rollbacks = self.loop["history"], self.rollbacks
+        self.load_state(copy.deepcopy(snap))
+        self.loop["history"], self.rollbacks = history[: self.loop["epoch"]], rollbacks
+
+    # ------------------------------------------------------------------ state
+    def state(self, include_history: bool = True) -> dict[str, Any]:
+        """The whole training state: what a checkpoint holds and ``fit(resume=...)`` continues from."""
+        loop = dict(self.loop)
+        if not include_history:
+            loop["history"] = []
+        rng = {
+            "numpy": self.rng.bit_generator.state,
+            "torch": self.gen.get_state(),
+            "torch_global": torch.get_rng_state(),
+        }
+        if self.device.type == "cuda":
+            rng["cuda_global"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "loop": loop,
+            "rng": rng,
+            "lr_factor": self.rollbacks[-1]["lr_factor"] if self.rollbacks else 1.0,
+            "rollbacks": list(self.rollbacks),
+            "parts": self.state_parts(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.loop.update(state["loop"])
+        self.rng.bit_generator.state = state["rng"]["numpy"]
+        self.gen.set_state(state["rng"]["torch"])
+        torch.set_rng_state(state["rng"]["torch_global"])
+        if "cuda_global" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda_global"], self.device)
+        self.rollbacks = list(state.get("rollbacks", []))
+        self.load_state_parts(state["parts"])
+
+
+class _StopSignals:
+    """SIGTERM and SIGINT ask the loop to stop at the next step (a second SIGINT interrupts at once).
+
+    Handlers are installed only in the main thread (Python allows no other) and restored on exit.
+    """
+
+    def __init__(self):
+        self.received: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum, frame):  # noqa: ARG002
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _ema_with_warmup(decay: float):
+    """EMA whose effective decay ramps up (1/(n+1) at first), so early weights do not linger."""
+
+    def update(averaged, current, num_averaged):
+        weight = max(1.0 - decay, 1.0 / (float(num_averaged) + 1.0))
+        torch._foreach_lerp_(averaged, current, weight)
+
+    return update
+
+
+def set_requires_grad(params, flag: bool) -> None:
+    for p in params:
+        p.requires_grad_(flag)

@@ -1,0 +1,253 @@
+"""The training plan owns its faults: checkpoints, resume after a stop or a kill, rollback on divergence."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cellsynth import models
+from cellsynth.cli import app
+from cellsynth.errors import TrainingError
+from cellsynth.train.checkpoint import STATE_JSON, flatten, read_training_state, unflatten
+
+TINY = dict(g_hidden=(32, 64), d_hidden=(64, 32), c_hidden=(32, 16), z_dim=16, val_every_steps=5)
+
+
+def _cells(model) -> np.ndarray:
+    return model.sample(n=120, seed=3).X.toarray()
+
+
+def test_checkpoint_tree_keeps_types_tensors_and_integer_keys():
+    import torch
+
+    state = {
+        "opt": {
+            "state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.ones(2, 3)}},
+            "groups": [(0.5, 0.9)],
+        },
+        "rng": np.random.default_rng(1).bit_generator.state,
+        "perm": np.arange(5, dtype=np.int64),
+        "best": float("inf"),
+        "none": None,
+    }
+    tree, tensors = flatten(state)
+    json.dumps(tree)  # plain JSON: nothing to unpickle
+    back = unflatten(json.loads(json.dumps(tree)), tensors)
+    assert list(back["opt"]["state"]) == [0]
+    assert torch.equal(back["opt"]["state"][0]["exp_avg"], torch.ones(2, 3))
+    assert back["opt"]["groups"] == [(0.5, 0.9)]
+    assert back["rng"] == state["rng"]
+    np.testing.assert_array_equal(back["perm"], state["perm"])
+    assert back["best"] == float("inf") and back["none"] is None
+
+
+def test_a_stopped_run_resumed_from_its_checkpoint_ends_exactly_like_an_uninterrupted_one(
+    counts_adata, tmp_path, monkeypatch
+):
+    """SIGTERM mid-epoch: a checkpoint is written and training stops; resuming gives the same model."""
+    from cellsynth.train.adversarial import AdversarialPlan
+
+    params = dict(epochs=6, **TINY)
+    whole = models.get("cgan", **params).fit(counts_adata, label_key="cell_type", progress=False, seed=2)
+
+    step = AdversarialPlan.training_step
+    calls = {"n": 0}
+
+    def stop_at_step_8(self, rows):
+        calls["n"] += 1
+        if calls["n"] == 8:  # mid-epoch (3 steps per epoch here)
+            signal.raise_signal(signal.SIGTERM)
+        return step(self, rows)
+
+    monkeypatch.setattr(AdversarialPlan, "training_step", stop_at_step_8)
+    ckpt = tmp_path / "ckpt"
+    with pytest.warns(UserWarning, match="interrupted"):
+        first = models.get("cgan", **params).fit(
+            counts_adata, label_key="cell_type", progress=False, seed=2, checkpoint_dir=ckpt
+        )
+    assert first.fit_record["stopped_because"] == "interrupted"
+    state, meta = read_training_state(ckpt)
+    assert state["loop"]["epoch"] == 2 and state["loop"]["batch"] == 2  # two steps into the third epoch
+    assert models.load(ckpt).sample(n=5).n_obs == 5  # the checkpoint is also a complete model directory
+    monkeypatch.setattr(AdversarialPlan, "training_step", step)
+
+    resumed = models.get("cgan", **params).fit(
+        counts_adata, label_key="cell_type", progress=False, seed=2, checkpoint_dir=ckpt, resume=True
+    )
+    assert resumed.fit_record["stopped_because"] == "epochs"
+    assert [r["epoch"] for r in resumed.history] == list(range(1, 7))
+    assert [r["d_loss"] for r in resumed.history] == [r["d_loss"] for r in whole.history]
+    np.testing.assert_array_equal(_cells(resumed), _cells(whole))
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(counts_adata, tmp_path, monkeypatch):
+    from cellsynth.train.adversarial import AdversarialPlan
+
+    step = AdversarialPlan.training_step
+
+    def stop_now(self, rows):
+        signal.raise_signal(signal.SIGTERM)
+        return step(self, rows)
+
+    monkeypatch.setattr(AdversarialPlan, "training_step", stop_now)
+    ckpt = tmp_path / "ckpt"
+    with pytest.warns(UserWarning):
+        models.get("cgan", epochs=3, **TINY).fit(
+            counts_adata, label_key="cell_type", progress=False, checkpoint_dir=ckpt
+        )
+    monkeypatch.setattr(AdversarialPlan, "training_step", step)
+    with pytest.raises(TrainingError, match="other parameters"):
+        models.get("cgan", epochs=3, **{**TINY, "lr_g": 1e-3}).fit(
+            counts_adata, label_key="cell_type", progress=False, checkpoint_dir=ckpt, resume=True
+        )
+    with pytest.raises(TrainingError, match="other data"):
+        models.get("cgan", epochs=3, **TINY).fit(
+            counts_adata[:500], label_key="cell_type", progress=False, checkpoint_dir=ckpt, resume=True
+        )
+    with pytest.raises(TrainingError, match="no training checkpoint"):
+        models.get("cgan", epochs=3, **TINY).fit(
+            counts_adata, label_key="cell_type", progress=False, checkpoint_dir=tmp_path / "none", resume=True
+        )
+
+
+class _NaNCritic:
+    """An adversarial loss whose critic loss is NaN on chosen calls (a diverging critic)."""
+
+    def __init__(self, inner, bad):
+        self.inner, self.bad, self.calls = inner, bad, 0
+        self.d_steps, self.gradient_penalty = inner.d_steps, inner.gradient_penalty
+
+    def d_loss(self, real, fake):
+        self.calls += 1
+        loss = self.inner.d_loss(real, fake)
+        return loss * float("nan") if self.bad(self.calls) else loss
+
+    def g_loss(self, fake):
+        return self.inner.g_loss(fake)
+
+
+def _with_critic_failures(monkeypatch, bad):
+    from cellsynth.models.cgan import CGAN
+
+    make = CGAN._loss
+    monkeypatch.setattr(CGAN, "_loss", lambda self: _NaNCritic(make(self), bad))
+
+
+def test_a_diverging_step_is_rolled_back_with_a_lower_learning_rate(counts_adata, monkeypatch):
+    _with_critic_failures(monkeypatch, lambda call: call == 10)
+    with pytest.warns(UserWarning, match="rolled back"):
+        model = models.get("cgan", epochs=4, **TINY).fit(counts_adata, label_key="cell_type", progress=False)
+    assert model.fit_record["stopped_because"] == "epochs"
+    (rollback,) = model.fit_record["rollbacks"]
+    assert rollback["lr_factor"] == 0.5 and "d_loss is nan" in rollback["problem"]
+    assert [r["epoch"] for r in model.history] == [1, 2, 3, 4]
+    assert all(np.isfinite(r["d_loss"]) for r in model.history)
+    assert np.isfinite(_cells(model)).all()
+
+
+def test_training_that_keeps_diverging_stops_with_one_clear_error(counts_adata, monkeypatch):
+    _with_critic_failures(monkeypatch, lambda call: call >= 6)
+    with pytest.warns(UserWarning, match="rolled back"), pytest.raises(TrainingError) as err:
+        models.get("cgan", epochs=4, max_rollbacks=2, **TINY).fit(
+            counts_adata, label_key="cell_type", progress=False
+        )
+    message = str(err.value)
+    assert "diverged" in message and "after 2 rollbacks" in message and "\n" not in message
+
+
+@pytest.fixture()
+def h5ad(counts_adata, tmp_path) -> Path:
+    path = tmp_path / "cells.h5ad"
+    counts_adata.write_h5ad(path)
+    return path
+
+
+def test_fit_refuses_to_replace_a_model_without_overwrite(h5ad, tmp_path):
+    out = tmp_path / "model"
+    args = ["fit", str(h5ad), "--out", str(out), "--epochs", "1", "--quiet"]
+    args += [f"--param={k}={json.dumps(v)}" for k, v in TINY.items()]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    before = (out / "weights.safetensors").read_bytes()
+    refused = CliRunner().invoke(app, [*args, "--seed", "1"])
+    assert refused.exit_code == 2
+    assert "already exists" in refused.output and "--overwrite" in refused.output
+    assert (out / "weights.safetensors").read_bytes() == before
+    replaced = CliRunner().invoke(app, [*args, "--seed", "1", "--overwrite"])
+    assert replaced.exit_code == 0
+    assert (out / "weights.safetensors").read_bytes() != before
+
+
+def test_a_killed_fit_resumes_from_its_last_checkpoint(h5ad, tmp_path):
+    """SIGKILL (no chance to save anything): the resumed run loses at most one checkpoint interval."""
+    out = tmp_path / "model"
+    interval_min = 0.01  # 0.6 s
+    cmd = [sys.executable, "-m", "cellsynth.cli", "fit", str(h5ad), "--out", str(out), "--quiet"]
+    cmd += ["--epochs", "400", f"--param=checkpoint_minutes={interval_min}", "--param=patience=0"]
+    cmd += [f"--param={k}={json.dumps(v)}" for k, v in TINY.items()]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    state_file = out.with_name(f".{out.name}.checkpoint") / STATE_JSON
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if state_file.exists() and json.loads(state_file.read_text())["state"]["__dict__"]:
+                doc = json.loads(state_file.read_text())
+                if _epoch_of(doc) >= 3:
+                    break
+            time.sleep(0.1)
+        assert proc.poll() is None, "training ended before it could be killed"
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGKILL)
+        killed_at = time.time()
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not out.exists()  # nothing half-written where the model goes
+    # the last checkpoint is at most one interval (plus the step in flight) older than the kill
+    assert killed_at - state_file.stat().st_mtime <= 60 * interval_min + 2.0
+    saved_epochs = _epoch_of(json.loads(state_file.read_text()))
+    resumed = subprocess.run(
+        [sys.executable, "-m", "cellsynth.cli", "fit", str(h5ad), "--out", str(out), "--quiet", "--resume"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    model = models.load(out)
+    assert [r["epoch"] for r in model.history] == list(range(1, 401))
+    assert model.history[saved_epochs - 1]["epoch"] == saved_epochs
+    assert np.isfinite(model.sample(n=50, seed=0).X.toarray()).all()
+    assert not out.with_name(f".{out.name}.checkpoint").exists()  # removed once the model is saved
+
+
+def _epoch_of(doc: dict) -> int:
+    """Epochs completed in a checkpoint's JSON tree (``state.loop.epoch``)."""
+    items = dict((k, v) for k, v in doc["state"]["__dict__"])
+    loop = dict((k, v) for k, v in items["loop"]["__dict__"])
+    return int(loop["epoch"])
+
+
+def test_a_checkpoint_replacement_cut_off_between_its_two_renames_is_finished(tmp_path):
+    """A crash after the old checkpoint was moved aside and before the new one moved in loses nothing."""
+    import torch
+
+    from cellsynth.train.checkpoint import write_training_state
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    write_training_state(ckpt, {"x": torch.ones(2)}, {"model": "cgan"})
+    os.replace(ckpt, tmp_path / ".ckpt.old")  # the state a crash between the renames leaves
+    state, meta = read_training_state(ckpt)
+    assert meta == {"model": "cgan"} and torch.equal(state["x"], torch.ones(2))
+    assert ckpt.is_dir() and not (tmp_path / ".ckpt.old").exists()
