@@ -62,7 +62,6 @@ from torch.utils.data import DataLoader, Dataset
 import cellsynth.models.cgan as cgan_module
 from cellsynth.data.celldata import CellData
 from cellsynth.models.cgan import CGAN
-from cellsynth.nn.blocks import one_hot_conditions
 from cellsynth.train.adversarial import AdversarialPlan
 from cellsynth.train.plan import TrainResult
 
@@ -224,16 +223,7 @@ class PandasLoopPlan(AdversarialPlan):
 
     def step_on(self, x_real: torch.Tensor, labels: torch.Tensor, rows: np.ndarray) -> dict[str, float]:
         """``training_step``'s work on a batch the loader made dense (the label its only condition)."""
-        dev = self.device
-        x_real = x_real.to(dev)
-        codes = labels[:, None].to(dev)
-        w_real = one_hot_conditions(codes, self.sizes)
-        packed = self.packing(codes)
-        out = self.critic_step(x_real, codes, w_real, rows, packed)
-        self.d_count += 1
-        if self.d_count % self.loss.d_steps == 0:
-            out.update(self.generator_steps(x_real, w_real, rows, packed))
-        return out
+        return self.batch_step(x_real.to(self.device), labels[:, None].to(self.device), rows)
 
 
 def run_seed(adata: ad.AnnData, frames: tuple[pd.DataFrame, pd.DataFrame], params: dict, seed: int) -> dict:

@@ -234,7 +234,7 @@ def with_values(metrics, overall=None, control=None, **kw):
 @pytest.mark.parametrize(
     ("overall", "control", "level", "headline"),
     [
-        # cases where the report's own thresholds used to disagree with Metrics.table()
+        # values near the thresholds, where a page judging by its own rules could disagree with the table
         ({"exact_copy_fraction": 0.05}, {}, "bad", "look copied"),
         ({"detection_auc": 0.58}, {"detection_auc": 0.51}, "bad", "easier to tell apart"),
         ({"mia_auc": 0.62}, {}, "warn", "may reveal which cells"),
@@ -261,7 +261,7 @@ def test_overall_verdict_agrees_with_the_table(evaluation, overall, control, lev
 @pytest.fixture(scope="module")
 def copies_report(evaluation, tmp_path_factory) -> Path:
     """The report of the evaluated metrics with 5% exact copies, no per-type table, a warning and no
-    history: the table always called 1% to 10% copies "exact copies", the page used to call them fine."""
+    history: 1% to 10% copies are "exact copies" in the table, and the page must say so too."""
     metrics, ctx = evaluation
     m = with_values(
         metrics,

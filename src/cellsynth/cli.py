@@ -115,6 +115,12 @@ def fit(
         model, seed, fit_options, param = _resumed_run(checkpoint_dir)
         label_key, condition_key = fit_options["label_key"], fit_options["condition_keys"]
         layer, representation, n_genes = (fit_options[k] for k in ("layer", "representation", "n_genes"))
+    elif (checkpoint_dir / "training.json").exists():
+        typer.echo(
+            f"note: {checkpoint_dir} holds an interrupted run (--resume continues it); this fit starts "
+            "afresh and replaces it",
+            err=True,
+        )
     garage = {"leakage": leakage, "gat_k": gat_k, "rare_threshold": rare_threshold}
     params = _model_params(model, param, epochs=epochs, max_minutes=max_minutes, garage=garage)
     m = models.get(model, **params)

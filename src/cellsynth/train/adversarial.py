@@ -242,9 +242,12 @@ class AdversarialPlan(TrainingPlan):
 
     # ------------------------------------------------------------------ one step
     def training_step(self, rows: np.ndarray) -> dict[str, float]:
-        dev = self.device
-        x_real = torch.from_numpy(self.data.dense_rows(rows)).to(dev, non_blocking=True)
-        codes = self.codes_all[rows].to(dev)
+        x_real = torch.from_numpy(self.data.dense_rows(rows)).to(self.device, non_blocking=True)
+        return self.batch_step(x_real, self.codes_all[rows].to(self.device), rows)
+
+    def batch_step(self, x_real: torch.Tensor, codes: torch.Tensor, rows: np.ndarray) -> dict[str, float]:
+        """One step on the dense real cells ``x_real`` with condition ``codes`` (cells × keys); ``rows``
+        are their training rows (the count draw uses their library sizes)."""
         w_real = one_hot_conditions(codes, self.sizes)
         packed = self.packing(codes)
         out = self.critic_step(x_real, codes, w_real, rows, packed)

@@ -99,16 +99,7 @@ def has_training_state(directory: str | os.PathLike) -> bool:
 
 def read_training_meta(directory: str | os.PathLike) -> dict:
     """What run the checkpoint in ``directory`` belongs to (model, parameters, seed, data, fit options)."""
-    directory = Path(directory)
-    if not has_training_state(directory):
-        raise TrainingError(
-            f"no training checkpoint in {directory} to resume from; fit without --resume to start afresh"
-        )
-    try:
-        doc = json.loads((directory / STATE_JSON).read_text())
-        return dict(doc["meta"])
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, OSError) as e:
-        raise TrainingError(f"the training checkpoint in {directory} is damaged ({e}); fit afresh") from None
+    return dict(_read_document(Path(directory)).get("meta", {}))
 
 
 def read_training_state(directory: str | os.PathLike) -> tuple[dict, dict]:
@@ -118,24 +109,29 @@ def read_training_state(directory: str | os.PathLike) -> tuple[dict, dict]:
     from safetensors.torch import load_file
 
     directory = Path(directory)
+    doc = _read_document(directory)
+    try:
+        state = unflatten(doc["state"], load_file(str(directory / STATE_TENSORS)))
+    except (KeyError, TypeError, ValueError, SafetensorError, OSError) as e:
+        raise TrainingError(f"the training checkpoint in {directory} is damaged ({e}); fit afresh") from None
+    return state, doc.get("meta", {})
+
+
+def _read_document(directory: Path) -> dict:
+    """The checkpoint's JSON document, checked to be one this version can read."""
     if not has_training_state(directory):
         raise TrainingError(
             f"no training checkpoint in {directory} to resume from; fit without --resume to start afresh"
         )
     try:
         doc = json.loads((directory / STATE_JSON).read_text())
-        tensors = load_file(str(directory / STATE_TENSORS))
-    except (json.JSONDecodeError, UnicodeDecodeError, SafetensorError, OSError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
         raise TrainingError(f"the training checkpoint in {directory} is damaged ({e}); fit afresh") from None
     if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT:
         raise TrainingError(f"{directory / STATE_JSON} is not a cellsynth training checkpoint")
     if doc.get("version", 0) > STATE_VERSION:
         raise TrainingError(f"{directory} was written by a newer cellsynth; upgrade cellsynth to resume")
-    try:
-        state = unflatten(doc["state"], tensors)
-    except (KeyError, TypeError, ValueError) as e:
-        raise TrainingError(f"the training checkpoint in {directory} is damaged ({e}); fit afresh") from None
-    return state, doc.get("meta", {})
+    return doc
 
 
 def data_fingerprint(data) -> dict[str, Any]:

@@ -39,8 +39,8 @@ from ..data.stats import balanced_row_weights, split_validation
 from ..errors import TrainingError
 from .device import make_fabric
 
-# how often the rollback point is renewed: copying the whole state every epoch of a small dataset costs
-# more than the steps themselves
+# how often the rollback point is renewed: a copy of the whole state (weights, optimisers, EMA) at the end
+# of every epoch would cost in proportion to the number of epochs, which on small data are a few steps each
 _SNAPSHOT_SECONDS = 20.0
 
 
@@ -234,7 +234,7 @@ class TrainingPlan:
                     rows = np.sort(loop["perm"][b * s.batch_size : (b + 1) * s.batch_size])
                     out = self.training_step(rows)
                     problem = self._divergence(out)
-                    if problem:  # back to the start of an epoch: its rows are drawn again
+                    if problem:  # back to the last good state: an epoch's start, or where a resumed run began
                         self._roll_back(problem)
                         rolled_back = True
                         break
