@@ -73,7 +73,8 @@ CHECKS: dict[str, Check] = {
 }
 
 
-def _finite(value: Any) -> float | None:
+def finite(value: Any) -> float | None:
+    """``value`` as a finite float, or ``None`` (missing, non-numeric, NaN or infinite)."""
     try:
         f = float(value)
     except (TypeError, ValueError):
@@ -85,7 +86,7 @@ def check_level(name: str, value: Any) -> Level | None:
     """The level a fixed threshold gives ``value`` of metric (or per-type column) ``name``; ``None``
     when the metric has no threshold or the value is missing."""
     check = CHECKS.get(name)
-    v = _finite(value)
+    v = finite(value)
     return None if check is None or v is None else check.level(v)
 
 
@@ -115,7 +116,7 @@ def judge(name: str, family: str, value: float | None, control_verdict: str) -> 
     their thresholds alone (``"borderline"`` between the good and the bad threshold).
     """
     check = CHECKS.get(name)
-    v = _finite(value)
+    v = finite(value)
     if check is not None and v is not None:
         level = check.level(v)
         if level == "bad":
@@ -209,8 +210,8 @@ def _headline(rows: Mapping[str, Any]) -> tuple[Level, str]:
 
 def _sentences(overall: Mapping[str, float], control: Mapping[str, float]) -> list[str]:
     o, c = overall, control
-    det, det_c = _finite(o.get("detection_auc")), _finite(c.get("detection_auc"))
-    dcr, copies, mia = (_finite(o.get(k)) for k in ("dcr_ratio", "exact_copy_fraction", "mia_auc"))
+    det, det_c = finite(o.get("detection_auc")), finite(c.get("detection_auc"))
+    dcr, copies, mia = (finite(o.get(k)) for k in ("dcr_ratio", "exact_copy_fraction", "mia_auc"))
     s: list[str] = []
     if det is not None:
         ctl = f"; two independent samples of real cells score {det_c:.2f}" if det_c is not None else ""
@@ -245,13 +246,13 @@ def _sentences(overall: Mapping[str, float], control: Mapping[str, float]) -> li
             f"Membership inference reaches an AUC of {mia:.2f}: the synthetic cells {how} which cells "
             "were in the training set."
         )
-    trts = _finite(o.get("trts_accuracy"))
+    trts = finite(o.get("trts_accuracy"))
     if trts is not None:
         s.append(
             f"A classifier trained on real cells recognises {trts:.0%} of the synthetic cells as the type "
             "they were generated as."
         )
-    tstr, trtr = _finite(o.get("tstr_macro_f1")), _finite(o.get("trtr_macro_f1"))
+    tstr, trtr = finite(o.get("tstr_macro_f1")), finite(o.get("trtr_macro_f1"))
     if tstr is not None:
         ref = f" (trained on real cells instead: {trtr:.2f})" if trtr is not None else ""
         s.append(

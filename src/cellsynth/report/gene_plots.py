@@ -157,22 +157,15 @@ def library_histograms(
         else:
             lo, hi = (both.min(), both.max()) if len(both) else (0.0, 1.0)
             bins = np.linspace(lo, max(hi, lo + 1e-9), 50)
-        ax.hist(
-            r,
-            bins=bins,
-            color=REAL_COLOR,
-            alpha=0.55,
-            label=f"real (median {np.median(r):.4g})",
-            density=True,
-        )
-        ax.hist(
-            s,
-            bins=bins,
-            color=SYNTH_COLOR,
-            alpha=0.55,
-            label=f"synthetic (median {np.median(s):.4g})",
-            density=True,
-        )
+        for values, color, side in ((r, REAL_COLOR, "real"), (s, SYNTH_COLOR, "synthetic")):
+            ax.hist(
+                values,
+                bins=bins,
+                color=color,
+                alpha=0.55,
+                label=f"{side} (median {np.median(values):.4g})",
+                density=True,
+            )
         ax.set_xlabel(label)
         ax.set_ylabel("density of cells")
         ax.set_title(label[0].upper() + label[1:], fontsize=11)

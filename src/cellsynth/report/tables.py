@@ -9,6 +9,7 @@ import numpy as np
 
 from ..metrics.base import FAMILY_ORDER, METRICS, EvalContext, Metrics
 from ..metrics.verdicts import CHECKS, check_level
+from ..metrics.verdicts import finite as num
 
 FAMILY_TITLES = {
     "distribution": "Distribution: how far apart the two clouds of cells are",
@@ -148,15 +149,6 @@ def _short_repr(v: Any, n: int = 300) -> str:
 
 
 # -------------------------------------------------------------------------------------------- text
-
-
-def num(v: Any) -> float | None:
-    """``v`` as a finite float, or ``None``."""
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if np.isfinite(f) else None
 
 
 def fmt(v: Any, *, integer: bool = False) -> str:

@@ -376,7 +376,6 @@ class TrainingPlan:
         return {
             "loop": loop,
             "rng": rng,
-            "lr_factor": self.rollbacks[-1]["lr_factor"] if self.rollbacks else 1.0,
             "rollbacks": list(self.rollbacks),
             "parts": self.state_parts(),
         }
