@@ -10,7 +10,7 @@ OUT ?= demo_out
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt torch==2.13.0 -e ".[test]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt torch==2.13.0 -e ".[test,peers,docs]"
 	touch $(STAMP)
 
 install: $(STAMP)

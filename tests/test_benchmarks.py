@@ -119,6 +119,19 @@ def test_garage_leakage(scripts, tmp_path):
     assert all(0 <= seeded[k] <= 1 for k in arms)
 
 
+def test_garage_claim(scripts, tmp_path):
+    csv = tmp_path / "claim.csv"
+    out = smoke(scripts, "garage_claim.py", "--out", str(csv))
+    table = pd.read_csv(csv)
+    assert list(table["arm"]) == ["gan", "garage", "lshgan"] and (table["steps"] > 0).all()
+    for row in table.to_dict("records"):
+        assert_finite(row, constant("KEYS", "garage_claim.py"))
+        curve = json.loads(row["curve"])
+        assert curve and all(0 <= point["auc"] <= 1 for point in curve)
+        assert [p["step"] for p in curve] == sorted(p["step"] for p in curve)
+    assert "detection_auc" in out  # the summary
+
+
 def test_gat_scale(scripts):
     out = smoke(scripts, "gat_scale.py")
     stage = re.search(rf"GAT (\d+) epochs, held-out balanced accuracy ({NUMBER}); seeds (\d+)", out)

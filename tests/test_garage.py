@@ -82,7 +82,9 @@ def test_unconditional_garage_labels_its_cells_with_a_classifier_trained_on_real
     # labels come from the classifier: on REAL cells it recovers their types
     real = counts_adata[:, :].copy()
     real.layers["log1p"] = np.log1p(real.X.multiply(1e4 / real.X.sum(1)).tocsr())
-    model._predict_labels(real)
+    from cellsynth.models.labeller import predict_labels
+
+    predict_labels(real, model.modules["classifier"], model.info)
     assert (real.obs["cell_type"].astype(str) == counts_adata.obs["cell_type"].astype(str)).mean() > 0.8
     assert out.obs["cell_type"].nunique() >= 2
     assert model.fit_record["labeller_accuracy"] > 0.8  # held-out real cells

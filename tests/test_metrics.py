@@ -22,7 +22,14 @@ from cellsynth.metrics.evaluation import load_families
 from .conftest import shared_file
 
 # small caps: these tests check behaviour, not the precision of the estimates
-FAST = {"max_cells_ot": 300, "max_cells_mmd": 300, "detection_trees": 50, "per_type_trees": 20, "n_jobs": 1}
+FAST = {
+    "max_cells_ot": 300,
+    "max_cells_mmd": 300,
+    "detection_trees": 50,
+    "per_type_trees": 20,
+    "groundgan_trees": 50,
+    "n_jobs": 1,
+}
 
 
 @pytest.fixture(scope="module")
@@ -297,7 +304,12 @@ def test_baron_train_as_synthetic_is_flagged_and_real_control_is_ideal():
         label_key="cell_type",
         train=train,
         families=["detection", "privacy"],
-        settings={"detection_trees": 50, "min_cells_per_type": 10**6, "max_genes": 3000},
+        settings={
+            "detection_trees": 50,
+            "groundgan_trees": 100,
+            "min_cells_per_type": 10**6,
+            "max_genes": 3000,
+        },
     )
     assert m.overall["dcr_ratio"] < 0.2
     assert m.overall["exact_copy_fraction"] > 0.9

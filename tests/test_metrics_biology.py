@@ -19,6 +19,7 @@ NAMES = (
     "ari_real",
     "nmi_real",
     "marker_overlap",
+    "de_logfc_correlation",
     "cv2_feature_overlap",
 )
 
@@ -91,6 +92,7 @@ def test_real_vs_real_scores_high(real_vs_real):
     assert out["ari"] >= 0.5 and out["nmi"] >= 0.5
     assert out["ari"] == pytest.approx(out["ari_real"], abs=0.25)
     assert out["marker_overlap"] >= 0.4
+    assert out["de_logfc_correlation"] >= 0.8
     assert out["cv2_feature_overlap"] >= 0.4
     assert ctx.settings["leiden_resolution"] == 1.0  # the options used are recorded
     assert "biology_classifier" in ctx.settings

@@ -73,7 +73,7 @@ def test_out_of_range_values_are_refused(name, params, accepts):
 @pytest.mark.parametrize(
     ("params", "choices"),
     [
-        ({"loss": "l2"}, "bce, wgan-gp, hinge"),
+        ({"loss": "l2"}, "bce, wgan-gp, wgan-clip, hinge, fgan, fisher"),
         ({"optimizer": "sgd"}, "adam, rmsprop"),
         ({"count_noise": "nb"}, "poisson, pln, rounding, none"),
         ({"critic_space": "latent"}, "genes, pca"),
@@ -119,17 +119,17 @@ def test_defaults_come_from_the_spec_and_are_the_measured_ones():
     assert (d["lr_g"], d["lr_d"], d["pack"], d["moment_weight"]) == (1e-4, 1e-4, 2, 6e-3)
     assert d["count_noise"] == "pln" and d["lr_marginal"] == 5e-3
     assert d["g_hidden"] == (256, 512) and d["init_variation"] == 64 and d["critic_space"] == "pca"
+    assert d["input_space"] == "pca" and d["d_steps"] is None  # normal noise; the loss's own critic steps
     g = GARAGE.default_params
     assert {k: g[k] for k in set(g) - set(d)} == {
         "leakage": 0.2,
-        "input_space": "pca",
         "seed_method": "gat",
         "gat_k": 5,
         "rare_threshold": None,
         "min_seeds_per_type": 2,
         "gat": {},
-        "d_steps": 1,
     }
+    assert all(g[k] == d[k] for k in d)  # GARAGE is the cgan plus seeds
 
 
 def test_every_training_setting_has_a_declared_parameter():
@@ -168,7 +168,8 @@ def test_models_params_lists_each_parameter_with_default_and_accepted_values():
     assert r.exit_code == 0, r.output
     row = next(ln for ln in r.stdout.splitlines() if ln.startswith("lr_g "))
     assert "0.0001" in row and "a number > 0" in row and "learning rate" in row
-    assert any(ln.startswith("loss ") and "one of bce, wgan-gp, hinge" in ln for ln in r.stdout.splitlines())
+    losses = "one of bce, wgan-gp, wgan-clip, hinge, fgan, fisher"
+    assert any(ln.startswith("loss ") and losses in ln for ln in r.stdout.splitlines())
     garage = invoke("models", "--params", "garage").stdout
     assert "leakage" in garage and "lr_g" in garage
     assert_one_line_error(invoke("models", "--params", "nope"), "unknown model 'nope'")

@@ -26,7 +26,14 @@ from cellsynth.report import write_report
 from cellsynth.report.tables import fmt
 
 TYPES = {"alpha": 260, "beta": 180, "gamma": 110, "delta": 30, "rare": 12}
-FAST = {"max_cells_ot": 300, "max_cells_mmd": 300, "detection_trees": 50, "per_type_trees": 20, "n_jobs": 1}
+FAST = {
+    "max_cells_ot": 300,
+    "max_cells_mmd": 300,
+    "detection_trees": 50,
+    "per_type_trees": 20,
+    "groundgan_trees": 50,
+    "n_jobs": 1,
+}
 PNG = "data:image/png;base64,"
 # one figure per section, the training curves only with a history
 FIGURES = {
@@ -36,6 +43,7 @@ FIGURES = {
     "genes": 1,
     "correlation": 1,
     "library": 1,
+    "properties": 1,
     "per-type": 1,
     "training": 1,
     "settings": 0,
@@ -148,7 +156,7 @@ def test_summary_prints_each_metric_with_its_value_control_and_verdict(report_wi
     assert '<span class="badge good">no sign of copying</span>' in summary
     # families in their order, each under its heading
     heads = re.findall(r'<tr class="family"><th colspan="5">(\w+):', summary)
-    assert heads == ["Distribution", "Detection", "Genes", "Biology", "Privacy"]
+    assert heads == ["Distribution", "Detection", "Genes", "Properties", "Biology", "Privacy"]
 
 
 def test_per_type_table_has_a_row_per_type_with_its_values(report_with_history, evaluation):
@@ -192,7 +200,7 @@ def test_history_without_curves_gets_a_note():
 
     section = training_section([{"epoch": 1}, {"epoch": 2, "val_mmd": float("nan")}])
     assert section.id == "training"
-    assert PNG not in section.html and "recorded no losses or validation MMD" in section.html
+    assert PNG not in section.html and "recorded no losses or validation score" in section.html
     only_mmd = training_section([{"epoch": 1, "val_mmd": 0.2}, {"epoch": 2, "val_mmd": 0.1}])
     assert only_mmd.html.count(PNG) == 1 and "2 epochs. Validation: the MMD" in only_mmd.html
 
@@ -309,6 +317,7 @@ def test_evaluate_cli_with_a_model_draws_its_training_curves(
     args = ["evaluate", paths["real"], paths["synth"], "--train", paths["train"], "--model", fitted_cgan_dir]
     args += ["--out", out, "--family", "detection", "--family", "privacy"]
     args += ["--setting", "detection_trees=30", "--setting", "per_type_trees=10", "--setting", "n_jobs=1"]
+    args += ["--setting", "groundgan_trees=30"]
     result = CliRunner().invoke(app, [str(a) for a in args])
     assert result.exit_code == 0, result.output
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cellsynth.seeding import attention_scores, choose_seeds, knn_graph, select_seed_cells
-from cellsynth.seeding.select import lsh_scores, name_keys
+from cellsynth.seeding.select import lsh_subsample, name_keys
 
 
 def star_edges(n_leaves: int) -> torch.Tensor:
@@ -80,12 +80,37 @@ def test_ties_are_broken_by_name_not_by_row_position():
     assert set(names[a]) == set(names[perm][b])
 
 
-def test_lsh_scores_favour_sparse_regions():
+def test_lsh_subsample_keeps_one_cell_of_a_crowd_and_every_loner():
+    """LSH-GAN's rule: a kept cell discards its near neighbours, so duplicates collapse to one cell and
+    isolated cells survive, whatever the size asked for."""
     rng = np.random.default_rng(0)
-    dense = rng.normal(0, 0.05, size=(200, 3)) + 1
-    lonely = np.array([[-5.0, 4.0, -3.0]])
-    s = lsh_scores(np.vstack([dense, lonely]), seed=0)
-    assert s[-1] == 1.0 and np.median(s[:-1]) <= 0.25  # alone vs buckets shared with others
+    crowd = np.ones((150, 3))  # identical cells: one bucket at any resolution
+    spread = rng.normal(0, 3.0, size=(60, 3)) + 20
+    lonely = np.array([[-40.0, 30.0, -25.0], [45.0, -35.0, 30.0]])
+    X = np.vstack([crowd, spread, lonely])
+    for size in (5, 40):
+        kept = lsh_subsample(X, size, seed=1)
+        assert kept[:150].sum() == 1 and kept[:150][0]  # the first visited of the crowd
+        assert kept[-2:].all()
+        assert kept.sum() >= min(size, 63)
+    # finer hashing for a larger subsample; the same seed, the same cells
+    assert lsh_subsample(X, 40, seed=1).sum() > lsh_subsample(X, 5, seed=1).sum()
+    assert np.array_equal(lsh_subsample(X, 40, seed=2), lsh_subsample(X, 40, seed=2))
+
+
+def test_lsh_seed_selection_takes_the_lsh_subsample(counts_adata):
+    from cellsynth.seeding.select import select_seeds
+
+    X = np.asarray(counts_adata.X.todense(), dtype=np.float64)
+    X = np.log1p(X)
+    X[:40] = X[0]  # 40 copies of one cell: LSH keeps at most one of them
+    names = np.asarray(counts_adata.obs_names)
+    sel = select_seeds(
+        X, np.asarray(counts_adata.obs["cell_type"]), names, method="lsh", leakage=0.1, min_per_type=0, seed=0
+    )
+    assert sel.is_seed.sum() == int(np.ceil(0.1 * len(X)))
+    assert sel.is_seed[:40].sum() <= 1
+    assert set(np.unique(sel.scores)) <= {0.0, 1.0}
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from cellsynth import models
 from cellsynth.cli import app
 from cellsynth.errors import TrainingError
 from cellsynth.train.checkpoint import STATE_JSON, flatten, read_training_state, unflatten
+from cellsynth.train.losses import AdversarialLoss
 
 TINY = dict(g_hidden=(32, 64), d_hidden=(64, 32), c_hidden=(32, 16), z_dim=16, val_every_steps=5)
 
@@ -119,7 +120,7 @@ def test_resume_refuses_a_checkpoint_of_another_run(counts_adata, tmp_path, monk
         )
 
 
-class _NaNCritic:
+class _NaNCritic(AdversarialLoss):
     """An adversarial loss whose critic loss is NaN on chosen calls (a diverging critic)."""
 
     def __init__(self, inner, bad):
@@ -251,3 +252,32 @@ def test_a_checkpoint_replacement_cut_off_between_its_two_renames_is_finished(tm
     state, meta = read_training_state(ckpt)
     assert meta == {"model": "cgan"} and torch.equal(state["x"], torch.ones(2))
     assert ckpt.is_dir() and not (tmp_path / ".ckpt.old").exists()
+
+
+def test_a_monitor_sees_a_sampling_copy_at_every_validation_and_costs_no_training_time(
+    counts_adata, monkeypatch
+):
+    import types
+
+    import cellsynth.train.plan as plan_module
+
+    clock = [0.0]  # the plan's clock: only the monitor moves it, by 100 s per call
+    monkeypatch.setattr(plan_module, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    calls = []
+
+    def monitor(model, step, seconds):
+        out = model.sample(40, seed=0)  # the copy samples with the weights trained so far
+        calls.append((step, seconds))
+        clock[0] += 100.0
+        return {"monitored_cells": out.n_obs}
+
+    # a one-minute budget: were the monitor's 100 s training time, the first validation would end training
+    model = models.get("cgan", epochs=4, max_minutes=1.0, **{**TINY, "val_every_steps": 1})
+    model.fit(counts_adata, label_key="cell_type", progress=False, monitor=monitor)
+    validated = [r for r in model.history if "val_mmd" in r]
+    assert model.fit_record["stopped_because"] == "epochs"
+    assert len(calls) == len(validated) == 4
+    assert all(r["monitored_cells"] == 40 for r in validated)
+    assert [c[0] for c in calls] == [r["g_step"] for r in validated]
+    assert all(c[1] == 0.0 for c in calls) and model.history[-1]["seconds"] == 0.0
+    assert model.sample(40, seed=0).n_obs == 40  # the model itself is untouched

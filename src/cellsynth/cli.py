@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from ._io import write_atomic
+from .benchmark.command import benchmark as benchmark_command
 from .cli_options import (
     MakeUnique,
     check_fit_options,
@@ -192,7 +193,7 @@ def _report_fit(m, model: str, out: Path, checkpoint_dir: Path, data: Path, seco
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     typer.echo(
         f"fitted {model} in {seconds:.0f}s ({len(m.history)} epochs, stopped: {rec.get('stopped_because')}, "
-        f"best validation MMD {rec.get('best_val_mmd')}) → {out}",
+        f"best validation score {rec.get('best_val_mmd', rec.get('best_val'))}) → {out}",
         err=True,
     )
 
@@ -390,6 +391,10 @@ def evaluate(
     typer.echo(f"wrote {', '.join(map(str, written))}", err=True)
 
 
+# `cellsynth benchmark` lives with the benchmark package (its options are many)
+app.command("benchmark")(user_errors(benchmark_command))
+
+
 @app.command("metrics")
 def list_metrics():
     """List every metric: name, family, which way is better, and what it measures."""
@@ -411,14 +416,15 @@ def list_models(
 ):
     """List the available generators, or one generator's parameters (``--params cgan``)."""
     from .models import available
-    from .models.registry import param_spec
+    from .models.registry import missing, param_spec
 
     if params is not None:
         typer.echo(param_spec(params).render())
         typer.echo(f"set them with `cellsynth fit --model {params} --param KEY=VALUE` (VALUE as JSON)")
         return
     for name, doc in available().items():
-        typer.echo(f"{name:10s} {doc}")
+        why = missing(name)
+        typer.echo(f"{name:10s} {doc}" + (f"  [unavailable: {why}]" if why else ""))
 
 
 def main() -> None:

@@ -214,6 +214,19 @@ class ParamSpec:
             merged[p.name] = p
         return ParamSpec(merged.values())
 
+    def with_defaults(self, **defaults: Any) -> ParamSpec:
+        """A new spec with other defaults for existing parameters (each checked against its declaration)."""
+        from dataclasses import replace
+
+        unknown = [k for k in defaults if k not in self._params]
+        if unknown:
+            raise ValueError(f"no parameters {unknown} to give defaults to")
+        return ParamSpec(replace(p, default=defaults[p.name]) if p.name in defaults else p for p in self)
+
+    def without(self, *names: str) -> ParamSpec:
+        """A new spec without the parameters ``names``."""
+        return ParamSpec(p for p in self if p.name not in names)
+
     def validate(self, values: Mapping[str, Any], model: str) -> dict[str, Any]:
         """The given ``values`` checked and coerced (only those given; defaults are not added).
 

@@ -4,8 +4,8 @@
 >>> metrics = evaluate(test, synthetic, label_key="cell_type", train=train)  # doctest: +SKIP
 >>> write_outputs(metrics, "eval_out")  # doctest: +SKIP
 
-The families (distribution, detection, genes, biology, privacy) import scikit-learn, POT and scanpy;
-they load on first use, so that the training loop can import :func:`distribution.mmd_rbf` cheaply.
+The families (distribution, detection, genes, properties, biology, privacy) import scikit-learn, POT and
+scanpy; they load on first use, so that the training loop can import :func:`distribution.mmd_rbf` cheaply.
 """
 
 from __future__ import annotations

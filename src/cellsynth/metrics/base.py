@@ -3,7 +3,7 @@
 Every metric is declared once with a name, a family, a direction and one line of description
 (:func:`metric`), and computed by a family function that receives an :class:`EvalContext` (the two
 compared sets already in a common space) and returns ``{name: value}``. Families live one per file:
-``distribution.py``, ``detection.py``, ``genes.py``, ``biology.py``, ``privacy.py``.
+``distribution.py``, ``detection.py``, ``genes.py``, ``properties.py``, ``biology.py``, ``privacy.py``.
 
 Conventions for a family function ``fn(ctx) -> dict[str, float]``
 -------------------------------------------------------------------
@@ -47,7 +47,7 @@ from .verdicts import judge, verdict
 
 Direction = Literal["minimize", "maximize", "target"]
 # the order of the families in listings, tables and the report
-FAMILY_ORDER = ("distribution", "detection", "genes", "biology", "privacy")
+FAMILY_ORDER = ("distribution", "detection", "genes", "properties", "biology", "privacy")
 
 
 @dataclass(frozen=True)

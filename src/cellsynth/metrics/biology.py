@@ -6,7 +6,9 @@ Four views of the same question, each with scikit-learn or scanpy doing the work
   compared cells labels REAL (TSTR; and, with TRAIN, one trained on TRAIN: TRTR, its reference);
 - clustering: a Leiden clustering of the compared cells against their labels (ARI, NMI), beside the
   same on REAL;
-- markers: the top marker genes of each type (``scanpy.tl.rank_genes_groups``) on both sides;
+- markers and differential expression: the top marker genes of each type
+  (``scanpy.tl.rank_genes_groups``) on both sides, and the correlation of each type's log fold changes
+  against the other cells;
 - feature selection: the top genes by CV² on both sides.
 
 The gene sets of the last two views are drawn in :mod:`cellsynth.metrics.gene_sets`.
@@ -27,7 +29,15 @@ from typing import Any
 import numpy as np
 
 from .base import EvalContext, Space, family, metric, register_settings
-from .gene_sets import cv2_top_genes, jaccard, marker_genes, marker_overlap, types_with
+from .gene_sets import (
+    cv2_top_genes,
+    jaccard,
+    log_fold_changes,
+    logfc_correlations,
+    marker_genes,
+    marker_overlap,
+    types_with,
+)
 
 TRTS_ACCURACY = metric(
     "trts_accuracy",
@@ -86,6 +96,14 @@ MARKER_OVERLAP = metric(
     "biology",
     "maximize",
     "Mean Jaccard over types of the top-20 marker genes (rank_genes_groups) on real vs compared cells.",
+)
+DE_LOGFC_CORRELATION = metric(
+    "de_logfc_correlation",
+    "biology",
+    "maximize",
+    "Mean over types of the Pearson r, across genes, of the type-vs-rest log fold change (difference of "
+    "mean log1p expression) on real vs compared cells.",
+    per_type=True,
 )
 CV2_FEATURE_OVERLAP = metric(
     "cv2_feature_overlap",
@@ -174,14 +192,15 @@ def leiden_labels(
 # ------------------------------------------------------------------------------ the family
 @family("biology")
 def biology(ctx: EvalContext) -> dict[str, float]:
-    """TRTS/TSTR(/TRTR) classification, Leiden ARI/NMI, marker and CV² overlaps; per type: ``tstr_f1``
-    and ``trts_accuracy``."""
+    """TRTS/TSTR(/TRTR) classification, Leiden ARI/NMI, marker and CV² overlaps, log fold change
+    correlation; per type: ``tstr_f1``, ``trts_accuracy`` and ``de_logfc_correlation``."""
     s = {key: ctx.settings.setdefault(key, value) for key, value in BIOLOGY_SETTINGS.items()}
     ctx.settings.setdefault("biology_classifier", CLASSIFIER)
     out: dict[str, float] = {}
     out.update(_classification(ctx, int(s["max_cells_biology"])))
     out.update(_clustering(ctx, s))
     out["marker_overlap"] = _marker_overlap(ctx, s)
+    out["de_logfc_correlation"] = _logfc_correlation(ctx, s)
     n_cv2 = int(s["n_cv2_genes"])
     if "biology:real_cv2" not in ctx.shared:
         log1p = ctx.real.representation != "as_is"
@@ -295,6 +314,25 @@ def _marker_overlap(ctx: EvalContext, s: dict[str, Any]) -> float:
         real_markers=ctx.shared["biology:real_markers"],
         **opts,
     )
+
+
+def _logfc_correlation(ctx: EvalContext, s: dict[str, Any]) -> float:
+    """Mean over the types with ``min_cells_markers`` cells on both sides of the Pearson r of their log
+    fold changes (REAL vs compared, each on at most ``max_cells_biology`` cells); per type too."""
+    cap = int(s["max_cells_biology"])
+    min_cells = int(s["min_cells_markers"])
+    if "biology:real_logfc" not in ctx.shared:
+        idx = _subsample(len(ctx.real), cap, ctx.rng("de_logfc_real"))
+        y = _labels(ctx.real)[idx]
+        ctx.shared["biology:real_logfc"] = log_fold_changes(ctx.real.X[idx], y, types_with(y, min_cells))
+    real = ctx.shared["biology:real_logfc"]
+    idx = _subsample(len(ctx.synth), cap, ctx.rng("de_logfc"))
+    y = _labels(ctx.synth)[idx]
+    groups = [t for t in types_with(y, min_cells) if t in real]
+    per_type = logfc_correlations(real, log_fold_changes(ctx.synth.X[idx], y, groups))
+    ctx.add_per_type("de_logfc_correlation", per_type)
+    finite = [v for v in per_type.values() if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
 
 
 # ------------------------------------------------------------------------------ internals

@@ -27,7 +27,7 @@ def load_families() -> dict[str, Callable[[EvalContext], dict[str, float]]]:
     ``biology`` is optional while it is being written: a missing ``biology.py`` is skipped, but an
     import error inside an existing one is raised.
     """
-    from . import detection, distribution, genes, privacy  # noqa: F401  (registration)
+    from . import detection, distribution, genes, privacy, properties  # noqa: F401  (registration)
 
     try:
         import_module(f"{__package__}.biology")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import cgan, garage  # noqa: F401  (registers the models)
+from . import baselines, cgan, garage, scvi_peer, vae  # noqa: F401  (registers the models)
 from .model import SyntheticCellModel
 from .persistence import load
 from .registry import available, get, register

@@ -13,11 +13,13 @@ from torch.nn import functional as F
 
 from ..data.preprocess import COUNT_NOISE
 from ..data.stats import label_dispersion, label_mean_profile, within_type_axes
+from ..errors import RequestError
 from ..nn.blocks import MLP, ConditionalNoise, InputProjection, Projected, ProjectionDiscriminator
 from ..params import Param, ParamSpec
 from ..train import LOSSES
 from ..train.adversarial import AdversarialPlan, AdversarialSettings
-from ..train.objectives import get_loss
+from ..train.losses import get_loss
+from .labeller import predict_labels, train_labeller
 from .model import SyntheticCellModel
 from .registry import register
 
@@ -135,8 +137,13 @@ class ConditionClassifier(nn.Module):
 
 
 _S = AdversarialSettings()  # the training loop's defaults, where the cgan keeps them
+#: the generator's input: "pca", z_dim normal noise (seeded models: seeds as standardised principal
+#: coordinates); "genes", uniform noise in [−1, 1] of gene dimension (seeds as scaled expression), the
+#: GARAGE paper's
+_SPACES = ("pca", "genes")
 _WIDTH = dict(ge=1, le=65536)  # a layer's width, or a count of noise dimensions or components
 _LAYERS = dict(length=(1, 16), **_WIDTH)
+_STEPS = dict(ge=1, le=100, optional=True)
 
 #: The cgan's hyperparameters (``cellsynth models --params cgan``). The defaults of the learning rates,
 #: the count draw, packing, the moment match and ``init_variation`` were chosen by measurement
@@ -179,7 +186,9 @@ PARAMS = ParamSpec(
         Param("r1_weight", _S.r1_weight, "float", "R1 gradient penalty on real cells (0: none)", ge=0),
         Param("pack", 2, "int", "PacGAN: cells of one type the critic judges together", ge=1, le=64),
         Param("mix_prob", _S.mix_prob, "float", "share of generated cells with mixed labels", ge=0, le=1),
-        Param("conditional", _S.conditional, "bool", "whether the networks see the cell type"),
+        Param("conditional", _S.conditional, "bool", "networks see the type (false: a classifier labels)"),
+        Param("input_space", "pca", "str", "input: z_dim normal (pca) | U(-1,1) per gene", choices=_SPACES),
+        Param("d_steps", None, "int", "critic steps per generator step (null: the loss's)", **_STEPS),
         Param("count_noise", "pln", "str", "count data: how counts are drawn", choices=COUNT_NOISE),
         # validation, stopping, checkpoints, divergence
         Param("val_fraction", _S.val_fraction, "float", "share of cells held out", ge=0, lt=1),
@@ -203,8 +212,30 @@ class CGAN(SyntheticCellModel):
     param_spec = PARAMS
 
     def _z_dim(self, n_genes: int) -> int:
-        """Dimension of the generator's input (seeded models may tie it to the data)."""
-        return int(self.params["z_dim"])
+        """Dimension of the generator's input: ``z_dim``, or the genes' (``input_space="genes"``)."""
+        return n_genes if self.params["input_space"] == "genes" else int(self.params["z_dim"])
+
+    @property
+    def conditional(self) -> bool:
+        return bool(self.params["conditional"])
+
+    def _noise_fn(self):
+        """``noise(n, generator, device)``: the generator's input noise (see ``input_space``)."""
+        z_dim = self.modules["generator"].z_dim
+        if self.params["input_space"] == "genes":
+
+            def uniform(n, g, d):
+                return torch.rand(n, z_dim, generator=g, device=d) * 2 - 1
+
+            return uniform
+
+        def normal(n, g, d):
+            return torch.randn(n, z_dim, generator=g, device=d)
+
+        return normal
+
+    def _noise(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        return self._noise_fn()(n, gen, torch.device("cpu"))
 
     def _learns_dispersion(self) -> bool:
         """Poisson–log-normal count draws (``count_noise="pln"``) on count data."""
@@ -228,11 +259,12 @@ class CGAN(SyntheticCellModel):
             n_in = int(self.info["critic_components"])  # capped by the training data
         pack = int(p["pack"])
         critic = ProjectionDiscriminator(pack * n_in, sizes, p["d_hidden"], dropout=p["d_dropout"])
-        classifier = ConditionClassifier(n_in, sizes, p["c_hidden"])
+        classifier = ConditionClassifier(n_in, sizes, p["c_hidden"]) if self._needs_classifier() else None
         if p["critic_space"] == "pca":
             critic = Projected(InputProjection(n_genes, n_in), critic, pack=pack)
-            classifier = Projected(InputProjection(n_genes, n_in), classifier)
-        return {
+            if classifier is not None:
+                classifier = Projected(InputProjection(n_genes, n_in), classifier)
+        modules = {
             "generator": ConditionalGenerator(
                 n_genes,
                 sizes,
@@ -242,8 +274,15 @@ class CGAN(SyntheticCellModel):
                 dispersion=self._learns_dispersion(),
             ),
             "discriminator": critic,
-            "classifier": classifier,
         }
+        if classifier is not None:
+            modules["classifier"] = classifier
+        return modules
+
+    def _needs_classifier(self) -> bool:
+        """Whether the auxiliary classifier is built: when its loss counts, or to label the cells of an
+        unconditional model."""
+        return bool(self.params["class_weight"]) or not self.conditional
 
     def _prepare_critic(self, data, seed: int) -> None:
         """Fit the critic's input PCA on the training cells (``critic_space="pca"``)."""
@@ -255,18 +294,21 @@ class CGAN(SyntheticCellModel):
             self.info["critic_components"] = k
             sizes = [c.n for c in data.conditions]
             fresh = self._build(sizes, data.n_genes)
-            self.modules["discriminator"], self.modules["classifier"] = (
-                fresh["discriminator"],
-                fresh["classifier"],
-            )
+            self.modules.update({n: m for n, m in fresh.items() if n in ("discriminator", "classifier")})
         for name in ("discriminator", "classifier"):
-            self.modules[name].projection.set(torch.from_numpy(mean), torch.from_numpy(basis))
+            if name in self.modules:
+                self.modules[name].projection.set(torch.from_numpy(mean), torch.from_numpy(basis))
 
     def _loss(self):
+        """The adversarial loss (:meth:`_adversarial_loss`) with ``d_steps`` critic steps when given."""
+        loss = self._adversarial_loss()
+        if self.params["d_steps"] is not None:
+            loss.d_steps = int(self.params["d_steps"])
+        return loss
+
+    def _adversarial_loss(self):
         p = self.params
-        if p["loss"] == "bce":
-            return get_loss("bce", real_label=p["label_smoothing"])
-        return get_loss(p["loss"])
+        return get_loss("bce", real_label=p["label_smoothing"]) if p["loss"] == "bce" else get_loss(p["loss"])
 
     def _settings(self) -> AdversarialSettings:
         kw = {k: self.params[k] for k in _TRAIN_KEYS}
@@ -276,8 +318,15 @@ class CGAN(SyntheticCellModel):
         return AdversarialSettings(**kw)
 
     def _training_latent(self, data, *, device, seed, progress):
-        """The training loop's ``latent_fn`` (None: plain noise); seeded models override this."""
-        return None
+        """The training loop's ``latent_fn`` (None: the plan's normal noise); seeded models override this."""
+        if self.params["input_space"] == "pca":
+            return None
+        noise = self._noise_fn()
+
+        def latent_fn(weights, rows, g, d):
+            return noise(len(rows), g, d), weights, rows
+
+        return latent_fn
 
     def _fit(self, data, *, device, seed, progress, checkpoint=None, resume=None):
         latent_fn = self._training_latent(data, device=device, seed=seed, progress=progress)
@@ -298,7 +347,7 @@ class CGAN(SyntheticCellModel):
         plan = AdversarialPlan(
             self.modules["generator"],
             self.modules["discriminator"],
-            self.modules["classifier"],
+            self.modules.get("classifier"),
             self._loss(),
             self._settings(),
             latent_fn=latent_fn,
@@ -306,6 +355,7 @@ class CGAN(SyntheticCellModel):
             seed=seed,
             progress=progress,
             checkpoint=checkpoint,
+            monitor=self._plan_monitor(),
         )
         result = plan.fit(data, resume=resume)
         self.modules["generator"].load_state_dict(result.generator_state)
@@ -313,3 +363,39 @@ class CGAN(SyntheticCellModel):
         self.fit_record = {"stopped_because": result.stopped_because, "best_val_mmd": result.best_val_mmd}
         if result.rollbacks:
             self.fit_record["rollbacks"] = result.rollbacks
+        if not self.conditional:
+            self.fit_record["labeller_accuracy"] = train_labeller(self.modules["classifier"], data, seed)
+
+    # ------------------------------------------------------------------ sampling
+    def sample(self, n=None, *, per_type=None, mix=None, **kw):
+        if not self.conditional and (per_type or mix or kw.get("proportions", "real") != "real"):
+            raise RequestError(
+                f"this {self.name} model is unconditional (conditional=False): it cannot generate chosen "
+                "cell types; sample --n cells and select by the predicted obs labels, or fit with "
+                "conditional=True"
+            )
+        return super().sample(n, per_type=per_type, mix=mix, **kw)
+
+    def _as_given(self, weights: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The conditions the networks see: an unconditional model's see the training label frequencies."""
+        if self.conditional:
+            return weights
+        return [self._label_prior().expand(len(weights[0]), -1), *weights[1:]]
+
+    def _latent(self, weights, gen):
+        return self._noise(len(weights[0]), gen), self._as_given(weights), None
+
+    def _dispersion(self, label_codes, label_w):
+        if self.conditional:
+            return super()._dispersion(label_codes, label_w)
+        n = len(label_codes) if label_w is None else len(label_w)  # as in training: the label frequencies
+        return super()._dispersion(None, self._label_prior().expand(n, -1).numpy())
+
+    def _label_prior(self) -> torch.Tensor:
+        """The training label frequencies: what an unconditional model's networks see as the label."""
+        counts = self._joint()[2]
+        return torch.from_numpy((counts / counts.sum()).astype(np.float32))
+
+    def _annotate(self, out, origins) -> None:
+        if not self.conditional:
+            predict_labels(out, self.modules["classifier"], self.info)

@@ -11,10 +11,9 @@ Input spaces: ``"pca"`` (seeds as their standardised coordinates on the training
 ``z_dim`` principal components, noise N(0, 1)) and ``"genes"`` (the paper's: noise U(−1, 1) of gene
 dimension, seeds as their expression scaled to [−1, 1]).
 
-Unconditional mode (``conditional=False``, the paper's): the networks never see the cell type (they get
-the training label frequencies instead), seed rows still carry seeds in the types' training proportions,
-and sampled cells are labelled by the auxiliary classifier, which learned the types on the real training
-cells; ``uns["cellsynth"]["labels"]`` says so and ``obs["label_probability"]`` holds its confidence.
+Unconditional mode (``conditional=False``, the paper's; the cgan's, :mod:`.labeller`): the networks
+never see the cell type, seed rows still carry seeds in the types' training proportions, and sampled
+cells are labelled by the auxiliary classifier trained on the real training cells.
 
 Copying guard: every cell sampled from a seed row records its distance to that seed (``obs``), relative
 to the typical distance between a training cell and its nearest other training cell. The model file
@@ -28,16 +27,15 @@ import inspect
 import math
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
 from .._io import jsonable
-from ..errors import RequestError
 from ..params import Param
 from ..seeding.attention import train_gat_scores
 from ..seeding.select import METHODS as SEED_METHODS
 from .cgan import CGAN
+from .labeller import training_space
 from .registry import register
 
 #: The GARAGE paper's training choices (`cellsynth fit --model garage --param ...` to use them).
@@ -126,21 +124,14 @@ class GARAGE(CGAN):
     name = "garage"
     param_spec = CGAN.param_spec.extend(
         Param("leakage", 0.2, "float", "share λ of training cells used as seeds (0: cgan)", ge=0, le=1),
-        Param("input_space", "pca", "str", "space of noise and seeds", choices=("pca", "genes")),
         Param("seed_method", "gat", "str", "how seed cells are scored", choices=SEED_METHODS),
         Param("gat_k", 5, "int", "neighbours per cell in the kNN graph", ge=1, le=1000),
         Param("rare_threshold", None, "int", "types of ≤ this many cells (null: data)", ge=0, optional=True),
         Param("min_seeds_per_type", 2, "int", "seeds every type gets (rare types first)", ge=0),
         Param("gat", {}, "dict", "options of the GAT (seeding.attention.train_gat_scores)", keys=GAT_OPTIONS),
-        Param("d_steps", 1, "int", "critic steps per generator step", ge=1, le=100),
-        Param("conditional", True, "bool", "networks see the type (false: the paper's mode)"),
     )
 
     # ------------------------------------------------------------------ networks
-    def _z_dim(self, n_genes: int) -> int:
-        space = self.params["input_space"]
-        return n_genes if space == "genes" else int(self.params["z_dim"])
-
     def _build(self, sizes, n_genes):
         modules = super()._build(sizes, n_genes)
         z_dim = self._z_dim(n_genes)
@@ -151,36 +142,6 @@ class GARAGE(CGAN):
             n_comps = int(self.info["seeding"]["guard_components"])
         modules["seeds"] = SeedBank(n_seeds, z_dim, n_genes, n_comps)
         return modules
-
-    def _loss(self):
-        loss = super()._loss()
-        loss.d_steps = int(self.params["d_steps"])
-        return loss
-
-    def _settings(self):
-        settings = super()._settings()
-        settings.conditional = bool(self.params["conditional"])
-        return settings
-
-    @property
-    def conditional(self) -> bool:
-        return bool(self.params["conditional"])
-
-    def _noise_fn(self):
-        if self.params["input_space"] == "genes":
-
-            def uniform(n, g, d):
-                return torch.rand(n, self.modules["generator"].z_dim, generator=g, device=d) * 2 - 1
-
-            return uniform
-
-        def normal(n, g, d):
-            return torch.randn(n, self.modules["generator"].z_dim, generator=g, device=d)
-
-        return normal
-
-    def _noise(self, n: int, gen: torch.Generator) -> torch.Tensor:
-        return self._noise_fn()(n, gen, torch.device("cpu"))
 
     # ------------------------------------------------------------------ training
     def _training_latent(self, data, *, device, seed, progress):
@@ -202,10 +163,10 @@ class GARAGE(CGAN):
                 names,
                 method=p["seed_method"],
                 leakage=leakage,
-                k=int(p["gat_k"]),
+                k=int(p.get("gat_k", 5)),  # models without a GAT (LSH-GAN) do not declare its options
                 rare_threshold=p["rare_threshold"],
                 min_per_type=int(p["min_seeds_per_type"]),
-                gat=p["gat"],
+                gat=p.get("gat", {}),
                 device="cpu" if device == "auto" else device,
                 seed=seed,
                 progress=progress,
@@ -243,72 +204,17 @@ class GARAGE(CGAN):
 
         return latent_fn
 
-    def _fit(self, data, *, device, seed, progress, checkpoint=None, resume=None):
-        super()._fit(data, device=device, seed=seed, progress=progress, checkpoint=checkpoint, resume=resume)
-        if not self.conditional:
-            self.fit_record["labeller_accuracy"] = _train_labeller(self.modules["classifier"], data, seed)
-
-    # ------------------------------------------------------------------ sampling
-    def sample(self, n=None, *, per_type=None, mix=None, **kw):
-        if not self.conditional and (per_type or mix or kw.get("proportions", "real") != "real"):
-            raise RequestError(
-                "this GARAGE model is unconditional (conditional=False): it cannot generate chosen cell "
-                "types; sample --n cells and select by the predicted obs labels, or fit with conditional=True"
-            )
-        return super().sample(n, per_type=per_type, mix=mix, **kw)
-
     def _latent(self, weights, gen):
         bank = self.modules["seeds"]
         n_labels = weights[0].shape[1]
         source = GenerateFromSeeds(bank, n_labels, float(self.params["leakage"]), self._noise_fn())
         # unconditional: seed rows still draw seeds in the training proportions of the types
         z, origin = source(weights, gen, torch.device("cpu"))
-        if not self.conditional:  # the generator sees the label frequencies, as in training
-            weights = [self._label_prior().expand(len(weights[0]), -1), *weights[1:]]
-        return z, weights, origin
+        return z, self._as_given(weights), origin
 
-    def _dispersion(self, label_codes, label_w):
-        if self.conditional:
-            return super()._dispersion(label_codes, label_w)
-        n = len(label_codes) if label_w is None else len(label_w)  # as in training: the label frequencies
-        return super()._dispersion(None, self._label_prior().expand(n, -1).numpy())
-
-    def _label_prior(self) -> torch.Tensor:
-        """The training label frequencies: what an unconditional model's networks see as the label."""
-        counts = self._joint()[2]
-        return torch.from_numpy((counts / counts.sum()).astype(np.float32))
-
-    def _training_space(self, out) -> np.ndarray:
-        """Sampled cells in the training representation over the training genes (dense)."""
-        pre = self.info["preprocessing"]
-        values = out.layers["log1p"] if "log1p" in out.layers else out.X
-        cols = np.asarray(pre["train_genes"], dtype=np.int64)
-        if pre["gene_selection"] != "expressed":
-            cols = np.arange(len(cols))
-        x = values[:, cols]
-        return (x.toarray() if hasattr(x, "toarray") else np.asarray(x)).astype(np.float32)
-
-    @torch.no_grad()
-    def _predict_labels(self, out) -> None:
-        """Unconditional mode: label the cells with the auxiliary classifier trained on real cells."""
-        info = self.info
-        label_key = info["label_key"]
-        labels = info["categories"][label_key]
-        classifier = self.modules["classifier"].eval()
-        x = torch.from_numpy(self._training_space(out))
-        logits = torch.cat([classifier(chunk)[0] for chunk in x.split(4096)]) if len(x) else torch.zeros(0, 1)
-        prob = torch.softmax(logits.float(), -1)
-        codes = prob.argmax(-1).numpy()
-        out.obs[label_key] = pd.Categorical([labels[c] for c in codes], categories=labels)
-        out.obs["label_probability"] = prob.max(-1).values.numpy().astype(np.float32)
-        out.uns.setdefault("cellsynth", {})["labels"] = (
-            "predicted: unconditional GARAGE; each cell labelled by the auxiliary classifier trained on the "
-            "real training cells' labels (obs['label_probability'] is its confidence)"
-        )
 
     def _annotate(self, out, origins) -> None:
-        if not self.conditional:
-            self._predict_labels(out)
+        super()._annotate(out, origins)  # an unconditional model's labels
         origin = torch.cat([o.cpu() for o in origins]).numpy() if origins else np.zeros(0, dtype=np.int64)
         from_seed = origin >= 0
         out.obs["from_seed"] = from_seed
@@ -316,7 +222,7 @@ class GARAGE(CGAN):
         bank = self.modules["seeds"]
         if from_seed.any():
             rows = np.flatnonzero(from_seed)
-            x = self._training_space(out[rows])
+            x = training_space(out[rows], self.info["preprocessing"])
             coords = (torch.from_numpy(x) - bank.guard_mean) @ bank.guard_basis
             distance[rows] = (coords - bank.guard_coords[torch.from_numpy(origin[rows])]).norm(dim=1).numpy()
         ratio = distance / float(bank.guard_reference)
@@ -339,61 +245,3 @@ def _nearest_neighbour_median(coords: np.ndarray) -> float:
     dist, _ = NearestNeighbors(n_neighbors=2).fit(coords).kneighbors(coords)
     value = float(np.median(dist[:, 1]))
     return value if math.isfinite(value) and value > 0 else 1.0
-
-
-def _train_labeller(
-    classifier: nn.Module, data, seed: int, max_epochs: int = 200, patience: int = 10
-) -> float:
-    """Train the classifier that names unconditional GARAGE's cells on the real training cells' types.
-
-    It starts from the auxiliary classifier the adversarial loop trained on real cells and continues
-    (Adam, class-balanced cross-entropy, minibatches of 256) until its held-out accuracy (a stratified
-    fifth of the cells) stops improving. Returns that held-out accuracy.
-    """
-    import copy
-
-    from torch.nn import functional as F
-
-    from ..data.stats import split_validation
-    from ..seeding.attention import class_weights
-
-    classifier.to("cpu")  # small; the data are on the CPU anyway
-    rng = np.random.default_rng(seed)
-    codes = data.label.codes
-    train, val = split_validation(codes, 0.2, rng)
-    if len(val) == 0:
-        val = train
-    x_val = torch.from_numpy(data.dense_rows(val))
-    y_val = torch.from_numpy(codes[val]).long()
-    weights = class_weights(codes[train], data.label.n)
-    opt = torch.optim.Adam(classifier.parameters(), lr=1e-3)
-
-    @torch.no_grad()
-    def accuracy() -> float:
-        classifier.eval()
-        pred = torch.cat([classifier(c)[0] for c in x_val.split(4096)]).argmax(-1)
-        return float((pred == y_val).float().mean())
-
-    best, state, stale = accuracy(), copy.deepcopy(classifier.state_dict()), 0
-    with torch.random.fork_rng(devices=[]):  # dropout: keep the global generator untouched
-        torch.manual_seed(seed)
-        for _ in range(max_epochs):
-            classifier.train()
-            perm = rng.permutation(train)
-            for b in range(0, len(perm), 256):
-                rows = np.sort(perm[b : b + 256])
-                logits = classifier(torch.from_numpy(data.dense_rows(rows)))[0]
-                loss = F.cross_entropy(logits, torch.from_numpy(codes[rows]).long(), weight=weights)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            acc = accuracy()
-            if acc > best:
-                best, state, stale = acc, copy.deepcopy(classifier.state_dict()), 0
-            else:
-                stale += 1
-                if stale >= patience:
-                    break
-    classifier.load_state_dict(state)
-    classifier.eval()
-    return best

@@ -36,6 +36,10 @@ class SyntheticCellModel:
 
     name: ClassVar[str] = "base"
     param_spec: ClassVar[ParamSpec] = ParamSpec()
+    #: importable modules the model needs beyond cellsynth's own dependencies, and the extra that
+    #: installs them (``pip install cellsynth[extra]``); see :func:`~cellsynth.models.registry.missing`
+    requires: ClassVar[tuple[str, ...]] = ()
+    extra: ClassVar[str] = ""
     default_params: ClassVar[dict[str, Any]] = {}
 
     def __init_subclass__(cls, **kwargs):
@@ -80,6 +84,26 @@ class SyntheticCellModel:
 
         return write
 
+    def _plan_monitor(self):
+        """The training plan's ``monitor(step, seconds, model_state)`` for the ``monitor`` given to
+        :meth:`fit` (None without one): it hands the user's function a sampling-ready copy of the model."""
+        user = getattr(self, "_monitor", None)
+        if user is None:
+            return None
+
+        def monitor(step: int, seconds: float, model_state: dict) -> dict:
+            import copy
+
+            snapshot = copy.copy(self)
+            snapshot.modules = {name: copy.deepcopy(m).to("cpu") for name, m in self.modules.items()}
+            weights = {k: v.detach().cpu() for k, v in model_state.items()}
+            snapshot.modules["generator"].load_state_dict(weights)
+            for m in snapshot.modules.values():
+                m.eval()
+            return dict(user(snapshot, step, seconds) or {})
+
+        return monitor
+
     @torch.no_grad()
     def _generate(self, weights: list[torch.Tensor], z: torch.Tensor) -> torch.Tensor:
         """Training-representation values for conditions ``weights`` from noise ``z``."""
@@ -119,6 +143,7 @@ class SyntheticCellModel:
         progress: bool = True,
         checkpoint_dir: str | os.PathLike | None = None,
         resume: bool = False,
+        monitor=None,
     ) -> SyntheticCellModel:
         """Fit on ``adata`` (cells × genes) conditioned on ``obs[label_key]`` and ``condition_keys``.
 
@@ -128,6 +153,11 @@ class SyntheticCellModel:
         model directory holding the best model so far, and the whole training state. ``resume=True``
         continues the run whose checkpoint is in ``checkpoint_dir`` (same model, parameters, seed and
         data; anything else is a :class:`~cellsynth.errors.TrainingError`) where it stopped.
+
+        ``monitor(model, step, seconds) -> {column: value}`` is called at every validation with a copy of
+        this model holding the weights trained so far (it can ``sample``), the optimisation step and the
+        training seconds; what it returns joins the history (e.g. a detection score against held-out
+        cells, for quality against training time). Its own time is not counted as training time.
         """
         from ..data.celldata import CellData
         from ..train.checkpoint import data_fingerprint, read_training_state
@@ -164,6 +194,7 @@ class SyntheticCellModel:
             state, saved = read_training_state(checkpoint_dir)
             _check_resumable(saved, meta, checkpoint_dir)
         callback = None if checkpoint_dir is None else self._checkpoint_callback(checkpoint_dir, meta)
+        self._monitor = monitor
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.modules = self._build(sizes, data.n_genes)

@@ -25,6 +25,7 @@ from .sections import (
     genes_section,
     library_section,
     per_type_section,
+    properties_section,
     training_section,
     umap_sections,
 )
@@ -91,8 +92,10 @@ def write_report(
         genes_section(ctx),
         correlation_section(ctx, n_corr_genes),
         library_section(ctx),
+        properties_section(metrics),
         per_type_section(metrics, ctx, types),
     ]
+    sections = [s for s in sections if s is not None]
     if history is not None:
         sections.append(training_section(history))
     sections.append(Section("settings", "Settings", settings_table(metrics, ctx, umap_cap, emb)))

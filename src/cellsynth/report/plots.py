@@ -4,9 +4,10 @@ Figures are plain :class:`matplotlib.figure.Figure` objects rendered by the Agg 
 no window, nothing to close, and nothing global changes when a report is written (so it is safe inside a
 notebook or a server). :func:`png_base64` turns one into the text of a ``data:`` URI.
 
-This module holds what every figure shares (colours, the type order and palette, small helpers) and the
-per-type counts; the other figures live by subject in ``umap_plots`` (the map of cells), ``gene_plots``
-(per-gene statistics, gene–gene correlations, library sizes) and ``training_plots`` (training curves).
+This module holds what every figure shares (colours, the type order and palette, small helpers), the
+per-type counts and the data-property statistics; the other figures live by subject in ``umap_plots``
+(the map of cells), ``gene_plots`` (per-gene statistics, gene–gene correlations, library sizes) and
+``training_plots`` (training curves).
 """
 
 from __future__ import annotations
@@ -120,6 +121,64 @@ def type_counts(
         ax2.set_xlabel(score_name or "")
         ax2.set_title(f"{score_name} per type", fontsize=11)
         ax2.grid(axis="x", alpha=0.25)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------- properties
+
+LEVEL_COLORS = {"good": "#2e7d32", "warn": "#c48a00", "bad": "#c62828", "none": "#7f7f7f"}
+
+
+def property_dots(
+    labels: Sequence[str],
+    values: Sequence[float],
+    controls: Sequence[float] | None = None,
+    levels: Sequence[str] | None = None,
+) -> Figure:
+    """One row per data property: the statistic of the synthetic set (a dot coloured by its verdict
+    level) beside that of the real-vs-real control (an open circle), on a 0–1 axis, lower is better."""
+    k = len(labels)
+    fig = Figure(figsize=(8.5, max(2.4, 0.36 * k + 1.2)))
+    ax = fig.subplots()
+    y = np.arange(k)
+    vals = np.asarray(values, dtype=np.float64)
+    ctrl = np.full(k, np.nan) if controls is None else np.asarray(controls, dtype=np.float64)
+    levels = list(levels) if levels is not None else ["none"] * k
+    both = np.isfinite(vals) & np.isfinite(ctrl)
+    for yi in y[both]:  # the gap between the synthetic set and the control
+        ax.plot([ctrl[yi], vals[yi]], [yi, yi], color="#b0b0b0", lw=2, zorder=1)
+    ok = np.isfinite(ctrl)
+    ax.scatter(ctrl[ok], y[ok], s=70, facecolors="white", edgecolors=REAL_COLOR, linewidths=1.6, zorder=2)
+    ok = np.isfinite(vals)
+    colors = [LEVEL_COLORS.get(lv, LEVEL_COLORS["none"]) for lv in levels]
+    ax.scatter(vals[ok], y[ok], s=55, c=[colors[i] for i in y[ok]], zorder=3)
+    for yi in y[~ok]:
+        ax.text(0.01, yi, "not computed", va="center", fontsize=7, color="#888888")
+    ax.set_yticks(y)
+    ax.set_yticklabels([shorten(t, 40) for t in labels], fontsize=9)
+    ax.set_ylim(k - 0.5, -0.5)
+    top = np.nanmax(np.concatenate([vals, ctrl, [0.1]]))
+    ax.set_xlim(0, min(1.0, max(0.1, 1.15 * top)))
+    ax.set_xlabel("KS statistic, per cell type weighted by the real proportions (lower is better)")
+    ax.grid(axis="x", alpha=0.25)
+    if not np.isfinite(ctrl).any():
+        handles = [legend_dot(LEVEL_COLORS["none"], "synthetic vs real (no control)")]
+    else:
+        from matplotlib.lines import Line2D
+
+        handles = [
+            legend_dot(LEVEL_COLORS["good"], "synthetic vs real: as good as the control"),
+            legend_dot(LEVEL_COLORS["bad"], "synthetic vs real: worse than the control"),
+        ]
+
+        ring = {"markerfacecolor": "white", "markeredgecolor": REAL_COLOR, "markersize": 7}
+        handles.append(Line2D([], [], marker="o", ls="none", label="control: real vs real", **ring))
+    ax.legend(
+        handles=handles, frameon=False, fontsize=8, loc="upper center", bbox_to_anchor=(0.4, -0.1), ncol=3
+    )
+    if labels and str(labels[-1]).startswith("Mean"):  # the summary row, set apart
+        ax.axhline(k - 1.5, color="#d0d0d0", lw=0.8)
     fig.tight_layout()
     return fig
 

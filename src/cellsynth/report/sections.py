@@ -1,4 +1,5 @@
-"""Sections of the report that show figures: the map of cells, genes, library sizes, types, training.
+"""Sections of the report that show figures: the map of cells, genes, library sizes, data properties,
+types, training.
 
 Each function returns one :class:`Section` (an id for the page's links, a heading and its HTML); a
 figure is rendered through :func:`figure`, which embeds it as a PNG or, when it cannot be drawn,
@@ -14,7 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..metrics.base import EvalContext, Metrics
-from ..metrics.verdicts import CHECKS, check_level
+from ..metrics.verdicts import CHECKS, check_level, finite
 from .tables import esc, frame_table
 
 _RC = {
@@ -216,6 +217,57 @@ def _row_sums(M: Any) -> np.ndarray:
     return np.asarray(M.sum(axis=1), dtype=np.float64).ravel()
 
 
+# ---------------------------------------------------------------------------------------- properties
+
+_PROPERTY_VALUES = {
+    "counts": "Computed on the raw counts (library size: total counts over all of each input's genes).",
+    "log": "Computed on the log-normalised values: without counts on both sides, the library-size "
+    "properties are left out.",
+    "as_is": "Computed on the values as given: without counts or zeros, only the means, variances and "
+    "correlations are compared.",
+}
+
+
+def properties_section(metrics: Metrics) -> Section | None:
+    """The SimBench data properties: each statistic of the synthetic set beside its control; ``None``
+    when the properties family did not run."""
+    from ..metrics.properties import PROPERTIES
+    from .plots import property_dots
+
+    names = [n for n in PROPERTIES if n in metrics.overall]
+    if not names:
+        return None
+    names.append("properties_mean")
+    table = metrics.table()
+    level = dict(zip(table["metric"], table["level"], strict=True)) if len(table) else {}
+    labels = [PROPERTIES[n].label if n in PROPERTIES else "Mean of the above" for n in names]
+    values = [_or_nan(metrics.overall.get(n)) for n in names]
+    controls = [_or_nan(metrics.control.get(n)) for n in names] if metrics.control else None
+    levels = [level.get(n, "none") for n in names]
+    diagnostics = metrics.settings.get("diagnostics") or {}
+    where = _PROPERTY_VALUES.get(str(diagnostics.get("properties_values")), "")
+    caption = (
+        "Each row compares one property of the data, cell type by cell type, and averages over the types "
+        "weighted by their share of the real cells: 0 means the synthetic and the real distributions "
+        "match, 1 that they do not overlap at all (two-sample Kolmogorov–Smirnov statistics; 2-D for the "
+        "pairs). The filled dot is the synthetic set (green: as good as the control; red: worse); the "
+        "open circle is the control, two samples of real cells, i.e. what sampling noise alone gives. "
+        "Good synthetic data sits on its circle; a dot far to the right of its circle is a property the "
+        "generator gets wrong. " + where
+    )
+    body = figure(
+        lambda: property_dots(labels, values, controls, levels),
+        "Data properties, synthetic against the real-vs-real control",
+        esc(caption),
+    )
+    return Section("properties", "Data properties (SimBench)", body)
+
+
+def _or_nan(value: Any) -> float:
+    v = finite(value)
+    return float("nan") if v is None else v
+
+
 # ------------------------------------------------------------------------------------------ per type
 
 
@@ -271,7 +323,14 @@ def per_type_section(metrics: Metrics, ctx: EvalContext, types: list[str]) -> Se
 
 def training_section(history: Sequence[dict[str, Any]]) -> Section:
     """The model's training curves, or a note when its history holds nothing to draw."""
-    from .training_plots import has_curves, has_val_mmd, loss_keys, training_curves
+    from .training_plots import (
+        VALIDATION_KEYS,
+        has_curves,
+        has_val_mmd,
+        loss_keys,
+        training_curves,
+        validation_key,
+    )
 
     hist = list(history)
     if has_curves(hist):
@@ -281,11 +340,16 @@ def training_section(history: Sequence[dict[str, Any]]) -> Section:
             names = ", ".join(f"<code>{esc(k)}</code>" for k in losses)
             parts.append(f"{'Left' if mmd else 'Losses'}: {names}, each averaged over an epoch.")
         if mmd:
+            what = (
+                "the MMD between generated and held-out real cells"
+                if validation_key(hist) == "val_mmd"
+                else f"the {VALIDATION_KEYS[validation_key(hist)]} of held-out real cells"
+            )
             parts.append(
-                f"{'Right' if losses else 'Validation'}: the MMD between generated and held-out real cells "
-                "measured during training (lower is better; the star marks the weights that were kept)."
+                f"{'Right' if losses else 'Validation'}: {what} measured during training (lower is better; "
+                "the star marks the weights that were kept)."
             )
         body = figure(lambda: training_curves(hist), "Training curves", " ".join(parts))
     else:
-        body = '<p class="note">The model recorded no losses or validation MMD to draw.</p>'
+        body = '<p class="note">The model recorded no losses or validation score to draw.</p>'
     return Section("training", "Training curves", body)

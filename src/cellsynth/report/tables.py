@@ -15,6 +15,7 @@ FAMILY_TITLES = {
     "distribution": "Distribution: how far apart the two clouds of cells are",
     "detection": "Detection: can a classifier tell synthetic from real?",
     "genes": "Genes: per-gene statistics and gene–gene structure",
+    "properties": "Properties: data properties per cell type, as SimBench compares them",
     "biology": "Biology: are the cell types right?",
     "privacy": "Privacy: were training cells copied?",
 }

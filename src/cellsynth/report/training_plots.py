@@ -1,4 +1,4 @@
-"""Training curves: the losses and the validation MMD a model recorded per epoch."""
+"""Training curves: the losses and the validation score a model recorded per epoch."""
 
 from __future__ import annotations
 
@@ -20,9 +20,21 @@ def loss_keys(history: Sequence[dict[str, Any]]) -> list[str]:
     )
 
 
+#: validation scores a training plan may record (history column → what it is); lower is better for each
+VALIDATION_KEYS = {"val_mmd": "validation MMD", "val_nelbo": "validation negative ELBO per cell"}
+
+
+def validation_key(history: Sequence[dict[str, Any]]) -> str | None:
+    """The validation score a history recorded (a column of :data:`VALIDATION_KEYS`), or None."""
+    for key in VALIDATION_KEYS:
+        if any(_number(h.get(key)) for h in history):
+            return key
+    return None
+
+
 def has_val_mmd(history: Sequence[dict[str, Any]]) -> bool:
-    """Whether a history recorded a validation MMD."""
-    return any(_number(h.get("val_mmd")) for h in history)
+    """Whether a history recorded a validation score (MMD or negative ELBO)."""
+    return validation_key(history) is not None
 
 
 def has_curves(history: Sequence[dict[str, Any]]) -> bool:
@@ -31,7 +43,7 @@ def has_curves(history: Sequence[dict[str, Any]]) -> bool:
 
 
 def training_curves(history: Sequence[dict[str, Any]]) -> Figure:
-    """Losses against epoch and, when recorded, the validation MMD against epoch.
+    """Losses against epoch and, when recorded, the validation score against epoch.
 
     Raises
     ------
@@ -39,10 +51,11 @@ def training_curves(history: Sequence[dict[str, Any]]) -> Figure:
         Nothing to draw (see :func:`has_curves`).
     """
     if not has_curves(history):
-        raise ValueError("the training history holds no losses and no validation MMD")
+        raise ValueError("the training history holds no losses and no validation score")
     epochs = np.array([h.get("epoch", i + 1) for i, h in enumerate(history)], dtype=np.float64)
     keys = loss_keys(history)
-    has_mmd = has_val_mmd(history)
+    val = validation_key(history)
+    has_mmd = val is not None
     n = int(bool(keys)) + int(has_mmd)
     fig = Figure(figsize=(6.5 * n, 4.3))
     axes = list(np.atleast_1d(fig.subplots(1, n)))
@@ -58,7 +71,7 @@ def training_curves(history: Sequence[dict[str, Any]]) -> Figure:
         ax.grid(alpha=0.25)
     if has_mmd:
         ax = axes.pop(0)
-        pts = [(e, h["val_mmd"]) for e, h in zip(epochs, history, strict=True) if _number(h.get("val_mmd"))]
+        pts = [(e, h[val]) for e, h in zip(epochs, history, strict=True) if _number(h.get(val))]
         e, v = np.array(pts, dtype=np.float64).T
         ax.plot(e, v, color="#6a3d9a", lw=1.5, marker="o", ms=3)
         best = int(np.argmin(v))
@@ -68,8 +81,8 @@ def training_curves(history: Sequence[dict[str, Any]]) -> Figure:
         if np.all(v > 0):
             ax.set_yscale("log")
         ax.set_xlabel("epoch")
-        ax.set_ylabel("validation MMD (lower is better)")
-        ax.set_title("Validation MMD", fontsize=11)
+        ax.set_ylabel(f"{VALIDATION_KEYS[val]} (lower is better)")
+        ax.set_title(VALIDATION_KEYS[val].capitalize(), fontsize=11)
         ax.legend(frameon=False, fontsize=9)
         ax.grid(alpha=0.25)
     fig.tight_layout()

@@ -1,4 +1,4 @@
-"""Seed-cell selection: score cells (GAT attention, LSH buckets or at random) and take the top λ·n.
+"""Seed-cell selection: score cells (GAT attention, an LSH subsample or at random) and take the top λ·n.
 
 Seeds are the real cells GARAGE (and LSH-GAN) mix into the generator's input batch. The selection
 depends on the cells, not on the order of the rows: the score of a cell comes from the graph and the
@@ -86,23 +86,36 @@ def choose_seeds(
     return chosen
 
 
-def lsh_scores(
-    features: np.ndarray, *, n_projections: int = 4, width: float = 0.5, seed: int = 0
-) -> np.ndarray:
-    """Locality-sensitive hashing (as in LSH-GAN): cells in sparsely populated buckets score highest.
+def lsh_subsample(features: np.ndarray, size: int, *, n_projections: int = 8, seed: int = 0) -> np.ndarray:
+    """LSH-GAN's subsample (Lall et al. 2022): a cell is kept, and its near neighbours discarded.
 
-    p-stable LSH (Datar et al. 2004): each of ``n_projections`` random directions is cut into bins of
-    ``width`` × the projection's standard deviation, with a random offset; a bucket is the tuple of
-    bins. Score = 1 / (size of the cell's bucket), so the selection covers the space instead of its
-    dense middle.
+    Cells are hashed with p-stable LSH (Datar et al. 2004: ``n_projections`` random directions, each cut
+    into bins of a width relative to the projection's standard deviation, with a random offset; a bucket
+    is the tuple of bins). Visiting the cells in row order, an unvisited cell is kept and every cell of
+    its bucket (its near neighbours) is marked visited, so one cell per bucket remains. The bins are made
+    finer (their width halved from 4 standard deviations) until at least ``size`` cells are kept, or no
+    finer hashing separates more cells.
+
+    Returns
+    -------
+    numpy.ndarray
+        A boolean mask of the kept cells.
     """
     rng = np.random.default_rng(seed)
     X = np.asarray(features, dtype=np.float64)
     proj = X @ rng.standard_normal((X.shape[1], n_projections))
-    w = width * proj.std(0).clip(1e-12)
-    bins = np.floor(proj / w + rng.random(n_projections)).astype(np.int64)
-    _, inverse, counts = np.unique(bins, axis=0, return_inverse=True, return_counts=True)
-    return 1.0 / counts[inverse.ravel()]
+    proj /= proj.std(0).clip(1e-12)
+    offset = rng.random(n_projections)
+    kept = np.zeros(len(X), dtype=bool)
+    width, last = 4.0, -1
+    while True:
+        bins = np.floor(proj / width + offset).astype(np.int64)
+        # the first cell of each bucket in row order is the one kept; its bucket-mates are discarded
+        _, first = np.unique(bins, axis=0, return_index=True)
+        if len(first) >= size or len(first) == last or width < 1e-3:
+            kept[first] = True
+            return kept
+        last, width = len(first), width / 2
 
 
 def rare_threshold_from(labels: np.ndarray) -> int:
@@ -185,7 +198,8 @@ def select_seeds(
             **{f"gat_{key}": value for key, value in opts.items()},
         )
     elif method == "lsh":
-        scores = lsh_scores(features, seed=seed)
+        size = int(math.ceil(leakage * len(labels) - 1e-9))
+        scores = lsh_subsample(features, size, seed=seed).astype(np.float64)  # kept cells first
     else:
         scores = np.random.default_rng(seed).random(len(labels))
     is_seed = choose_seeds(scores, codes, leakage, min_per_type=min_per_type, tie_break=keys)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from .adversarial import AdversarialPlan, AdversarialSettings
 from .device import make_fabric, resolve_device
-from .objectives import LOSSES, AdversarialLoss, get_loss
+from .likelihood import LikelihoodPlan, LikelihoodSettings
+from .losses import LOSSES, AdversarialLoss, get_loss
 from .plan import TrainingPlan, TrainResult, TrainSettings
 
 __all__ = [
@@ -13,6 +14,8 @@ __all__ = [
     "AdversarialLoss",
     "AdversarialPlan",
     "AdversarialSettings",
+    "LikelihoodPlan",
+    "LikelihoodSettings",
     "TrainResult",
     "TrainSettings",
     "TrainingPlan",

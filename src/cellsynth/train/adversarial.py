@@ -1,6 +1,6 @@
 """The adversarial training plan: every GAN in cellsynth trains here.
 
-GANs differ in their networks, their :class:`~cellsynth.train.objectives.AdversarialLoss` and the input
+GANs differ in their networks, their :class:`~cellsynth.train.losses.AdversarialLoss` and the input
 batch their generator gets (``latent_fn``: plain noise, or noise with seed cells mixed in). Per step:
 
 1. **critic step** on a fresh real minibatch: the critic scores real cells against generated ones
@@ -31,8 +31,8 @@ from ..data.preprocess import COUNT_NOISE, CountObservation
 from ..data.stats import moments_by_label, principal_axes, zero_fraction_by_label
 from ..metrics.distribution import mmd_rbf
 from ..nn.blocks import one_hot_conditions
+from .losses import AdversarialLoss
 from .objectives import (
-    AdversarialLoss,
     MomentMatch,
     conditional_mmd,
     gradient_penalty,
@@ -290,6 +290,7 @@ class AdversarialPlan(TrainingPlan):
         if s.grad_clip:
             fabric.clip_gradients(self.discriminator_f, self.opt_d, max_norm=s.grad_clip)
         self.opt_d.step()
+        self.loss.after_critic_step(self.discriminator)
         return {"d_loss": d_loss.item(), "class_real": c_loss.item(), "n_d": 1.0}
 
     def generator_steps(self, x_real, w_real, rows, packed) -> dict[str, float]:
@@ -395,6 +396,8 @@ class AdversarialPlan(TrainingPlan):
             parts["ema"] = self.ema.state_dict()
         if self.moments is not None:
             parts["moments"] = {"running": self.moments.running, "seen": self.moments.seen}
+        if self.loss.state_dict():
+            parts["loss"] = self.loss.state_dict()
         return parts
 
     def load_state_parts(self, parts: dict) -> None:
@@ -409,6 +412,8 @@ class AdversarialPlan(TrainingPlan):
         if self.moments is not None:
             self.moments.running.copy_(parts["moments"]["running"])
             self.moments.seen.copy_(parts["moments"]["seen"])
+        if "loss" in parts:
+            self.loss.load_state_dict(parts["loss"])
         self.g_step = int(parts["counters"]["g_step"])
         self.d_count = int(parts["counters"]["d_count"])
 

@@ -83,6 +83,11 @@ class TrainResult:
 #: so far (the best validated, else the current sampling module's)
 Checkpoint = Callable[[dict, dict], None]
 
+#: ``monitor(step, seconds, model_state) -> {column: value}``: called at every validation with the
+#: sampling module's current weights; what it returns joins that epoch's history record. The time it
+#: takes is not training time: it counts neither against the time budget nor in ``seconds``.
+Monitor = Callable[[int, float, dict], dict]
+
 
 class TrainingPlan:
     """Base class: the loop, validation, early stopping, EMA, checkpoints, resume and rollback.
@@ -95,6 +100,8 @@ class TrainingPlan:
 
     #: history column → (sum key, count key) of what ``training_step`` returns
     loss_keys: dict[str, tuple[str, str]] = {}
+    #: history column of the validation score
+    val_key: str = "val_mmd"
 
     def __init__(
         self,
@@ -104,12 +111,14 @@ class TrainingPlan:
         seed: int = 0,
         progress: bool = True,
         checkpoint: Checkpoint | None = None,
+        monitor: Monitor | None = None,
     ):
         self.settings = settings
         self.device_name = device
         self.seed = seed
         self.show_progress = progress
         self.checkpoint = checkpoint
+        self.monitor = monitor
 
     # ------------------------------------------------------------------ to implement
     def configure(self, data) -> None:
@@ -211,7 +220,7 @@ class TrainingPlan:
     def _run(self) -> str:
         s, loop = self.settings, self.loop
         budget = 60 * s.max_minutes if s.max_minutes else math.inf
-        started = time.monotonic() - loop["elapsed"]
+        self._started = time.monotonic() - loop["elapsed"]
         last_checkpoint = time.monotonic()
         stopped = "epochs"
         from ..progress import Progress
@@ -241,7 +250,7 @@ class TrainingPlan:
                     for k, v in out.items():
                         loop["sums"][k] = loop["sums"].get(k, 0.0) + v
                     loop["batch"] += 1
-                    loop["elapsed"] = time.monotonic() - started
+                    loop["elapsed"] = time.monotonic() - self._started
                     if loop["elapsed"] > budget:
                         stopped = "time budget"
                         break
@@ -300,7 +309,11 @@ class TrainingPlan:
         if step - loop["last_val_step"] >= s.val_every_steps or last:
             loop["last_val_step"] = step
             score = self.validation_score()
-            record["val_mmd"] = score
+            record[self.val_key] = score
+            if self.monitor is not None:
+                t0 = time.monotonic()
+                record.update(self.monitor(step, record["seconds"], self.sampling_module().state_dict()))
+                self._started += time.monotonic() - t0
             if score < loop["best_score"]:
                 loop["best_score"] = score
                 loop["best_state"] = copy.deepcopy(self.sampling_module().state_dict())
