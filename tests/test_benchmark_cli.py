@@ -226,3 +226,22 @@ def test_augmentation_test_rewards_cells_of_the_rare_type(data_path):
     plain = augmentation_test(train, test, None, label_key="cell_type", seed=0)
     assert plain["augment_rare_recall_plain"] == first["augment_rare_recall_plain"]
     assert math.isnan(plain["augment_rare_f1_gain"]) and plain["augment_note"]
+
+
+def test_the_budget_not_a_models_epoch_default_ends_each_fit(data_path, tmp_path):
+    """Every model gets the same wall clock: its default epoch cap (300) is lifted, the budget stops it."""
+    import json
+
+    from cellsynth.benchmark.grid import EPOCHS
+
+    out = tmp_path / "b"
+    tiny = [x for p in TINY if not p.startswith("epochs=") for x in ("--param", f"cgan.{p}")]
+    result = invoke(
+        "benchmark", data_path, "--label-key", "cell_type", "--models", "cgan", "--seeds", "1",
+        "--max-minutes-per-model", "0.1", *tiny, *FAST, "--reports", "none", "--out", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (job,) = out.glob("cells/*/job.json")
+    assert json.loads(job.read_text())["params"]["epochs"] == EPOCHS
+    csv = pd.read_csv(out / "leaderboard.csv")
+    assert csv.loc[0, "stop_reason"] in ("time budget", "early stopping")

@@ -1,7 +1,10 @@
 """`run_benchmark`: models × seeds on one split of the user's data, each cell in its own process.
 
 The data are split once by type (seed 0) into TRAIN and TEST; every model then gets the same TRAIN, the
-same wall-clock budget (its ``max_minutes`` parameter) and each seed, and is judged on the same TEST. Each
+same wall-clock budget (its ``max_minutes`` parameter) and each seed, and is judged on the same TEST. The
+budget is the stop: each model's cap on epochs is lifted (:data:`EPOCHS`, unless ``params`` set
+``epochs``), so that a model whose default epoch count ends its fit in seconds on small data is not judged
+after a fraction of the time the others had; a model's own early stopping still applies. Each
 grid cell runs as ``python -m cellsynth.benchmark.cell`` (:mod:`.cell`): a crash, an out-of-memory kill
 or a model's global state cannot take the grid down, and the cell's peak memory is its own. A cell that
 fails is recorded with its one-line error and the grid goes on. A rerun of the same command in the same
@@ -45,6 +48,11 @@ from .options import check_families, check_model_params, command_line, parse_mod
 
 SPLIT_SEED = 0
 _GRACE_SECONDS = 120.0  # after SIGTERM, how long a cell may take to stop before it is killed
+
+
+#: the epoch cap every model gets in a benchmark: the wall-clock budget (or the model's early stopping)
+#: ends the fit first
+EPOCHS = 1_000_000
 
 
 class BenchmarkInterrupted(Exception):
@@ -201,7 +209,8 @@ def run_benchmark(
         ``"all"`` (every registered model), ``"cgan,garage"`` or a list; models whose optional dependency
         is missing are skipped with a note.
     max_minutes
-        Each fit's wall-clock budget, the same for every model (its ``max_minutes`` parameter).
+        Each fit's wall-clock budget, the same for every model (its ``max_minutes`` parameter); the
+        models' epoch caps are lifted, so the budget (or a model's early stopping) ends each fit.
     seeds
         Seeds per model: ``0 .. seeds - 1`` (each fit, sample and evaluation).
     test_fraction
@@ -280,7 +289,9 @@ def run_benchmark(
     for name in names:
         if name in skipped:
             continue
-        full = {**param_spec(name).defaults(), **checked.get(name, {}), "max_minutes": max_minutes}
+        spec = param_spec(name)
+        lifted = {"epochs": EPOCHS} if "epochs" in spec else {}
+        full = {**spec.defaults(), **lifted, **checked.get(name, {}), "max_minutes": max_minutes}
         for seed in range(seeds):
             job = CellJob(name, seed, full, label_key, condition_keys, n_genes, settings, families, split)
             job.device, job.report = device, reports == "all" or (reports == "first" and seed == 0)
