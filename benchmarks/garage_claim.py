@@ -20,7 +20,8 @@ highly variable genes (``curve_auc``; the same for every arm, cheaper than the f
 ``evaluate(test, synthetic, train=train)``: the detection AUC, the per-type detection AUC of the labelled
 output (mean over types), the types present, the share of rare-type cells against TEST's, the rare
 types' TSTR F1. One CSV row per arm × seed (``curve`` as JSON); a summary per arm (mean ± sd over seeds) is
-printed.
+printed, and the curves of every dataset in the CSV are drawn beside it (``--out`` with ``.png``). Each
+finished run is written at once: an interrupted study, run again, skips what the CSV holds.
 """
 
 from __future__ import annotations
@@ -127,35 +128,114 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     ap.add_argument("--val-every", type=int, default=50, help="generator steps between curve points")
-    ap.add_argument("--out", type=Path, required=True, help="CSV; rows of earlier runs of other arms kept")
+    ap.add_argument(
+        "--out", type=Path, required=True,
+        help="CSV written after every run (runs in it are skipped, other datasets kept); a PNG beside it",
+    )  # fmt: skip
     ap.add_argument("--smoke", action="store_true", help="tiny simulated data, 2 epochs: checks the script")
+    ap.add_argument(
+        "--table", action="store_true", help="fit nothing: print --out as a Markdown table, draw it"
+    )
     args = ap.parse_args()
+    if args.table:
+        table = pd.read_csv(args.out)
+        print(markdown(table))
+        plot_curves(table, args.out.with_suffix(".png"))
+        return
     if args.smoke:
         args.dataset, args.seeds, args.val_every = "smoke", [0], 2
     adata, label_key = load_dataset(args.dataset)
     train, test = split_by_type(adata, label_key=label_key, test_fraction=0.5, seed=0)
     score = CurveScore(test, label_key, n_cells=100 if args.smoke else 500, trees=10 if args.smoke else 50)
-    rows = []
+    table = pd.read_csv(args.out) if args.out.exists() else pd.DataFrame()
     for arm in args.arms:
         for seed in args.seeds:
+            if _done(table, args.dataset, arm, seed, args.minutes):
+                print(f"{args.dataset} {arm} seed {seed}: in {args.out} already", flush=True)
+                continue
             row = run_arm(
                 arm, train, test, label_key, minutes=args.minutes, seed=seed, val_every=args.val_every,
                 score=score, smoke_run=args.smoke,
             )  # fmt: skip
-            rows.append({"dataset": args.dataset, "minutes": args.minutes, **row})
-            print(json.dumps({k: v for k, v in rows[-1].items() if k != "curve"}, default=float), flush=True)
-    table = pd.DataFrame(rows)
-    if args.out.exists():  # keep what earlier runs measured for other datasets, arms or seeds
-        old = pd.read_csv(args.out)
-        done = set(zip(table["dataset"], table["arm"], table["seed"], strict=True))
-        keep = [
-            (d, a, s) not in done for d, a, s in zip(old["dataset"], old["arm"], old["seed"], strict=True)
-        ]
-        table = pd.concat([old[keep], table], ignore_index=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out, index=False)
+            row = {"dataset": args.dataset, "minutes": args.minutes, **row}
+            print(json.dumps({k: v for k, v in row.items() if k != "curve"}, default=float), flush=True)
+            # Each finished run is saved at once, so an interrupted study resumes where it stopped.
+            table = _replace(table, row)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = args.out.with_suffix(".tmp")
+            table.to_csv(tmp, index=False)
+            tmp.replace(args.out)
     summary = table[table["dataset"] == args.dataset].groupby("arm")[KEYS].agg(["mean", "std"]).round(3)
     print(summary.to_string())
+    figure = args.out.with_suffix(".png")
+    plot_curves(table, figure)
+    print(f"wrote {args.out} and {figure}")
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """Mean ± sd over seeds per dataset and arm: the end-of-run scores and the curve's points."""
+    table = table.copy()
+    curves = [json.loads(c) for c in table["curve"]]
+    table["curve_first"] = [c[0]["auc"] if c else np.nan for c in curves]
+    table["curve_min"] = [min(p["auc"] for p in c) if c else np.nan for c in curves]
+    table["curve_last"] = [c[-1]["auc"] if c else np.nan for c in curves]
+    columns = ["steps", *KEYS, "curve_first", "curve_min", "curve_last"]
+    lines = [
+        "| dataset | arm | seeds | " + " | ".join(columns) + " |",
+        "|---|---|---:|" + "---:|" * len(columns),
+    ]
+    for (dataset, arm), group in table.groupby(["dataset", "arm"], sort=False):
+        cells = []
+        for column in columns:
+            values = group[column].astype(float)
+            cells.append(
+                f"{values.mean():.3g} ± {values.std(ddof=1):.2g}"
+                if len(values) > 1
+                else f"{values.mean():.3g}"
+            )
+        lines.append(f"| {dataset} | {arm} | {len(group)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _done(table: pd.DataFrame, dataset: str, arm: str, seed: int, minutes: float) -> bool:
+    if table.empty:
+        return False
+    hit = (table["dataset"] == dataset) & (table["arm"] == arm) & (table["seed"] == seed)
+    return bool((hit & (table["minutes"] == minutes)).any())
+
+
+def _replace(table: pd.DataFrame, row: dict) -> pd.DataFrame:
+    """The table with ``row`` in place of an earlier run of the same dataset, arm and seed."""
+    if table.empty:
+        return pd.DataFrame([row])
+    same = (table["dataset"] == row["dataset"]) & (table["arm"] == row["arm"])
+    same &= table["seed"] == row["seed"]
+    return pd.concat([table[~same], pd.DataFrame([row])], ignore_index=True)
+
+
+def plot_curves(table: pd.DataFrame, path: Path) -> None:
+    """Quality against generator steps: one panel per dataset, one line per arm and seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(table["dataset"]))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.4), squeeze=False)
+    colours = {"gan": "tab:grey", "garage": "tab:red", "lshgan": "tab:blue"}
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        for row in table[table["dataset"] == dataset].itertuples():
+            curve = json.loads(row.curve)
+            steps = [p["step"] for p in curve]
+            ax.plot(steps, [p["auc"] for p in curve], color=colours.get(row.arm, "black"), alpha=0.7, lw=1.2,
+                    label=row.arm if row.seed == min(table["seed"]) else None)  # fmt: skip
+        ax.axhline(0.5, color="black", lw=0.6, ls=":")
+        ax.set(title=dataset, xlabel="generator steps", ylim=(0.45, 1.02))
+    axes[0][0].set_ylabel("detection AUC (0.5: indistinguishable)")
+    axes[0][0].legend(frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

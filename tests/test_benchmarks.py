@@ -130,6 +130,14 @@ def test_garage_claim(scripts, tmp_path):
         assert curve and all(0 <= point["auc"] <= 1 for point in curve)
         assert [p["step"] for p in curve] == sorted(p["step"] for p in curve)
     assert "detection_auc" in out  # the summary
+    assert csv.with_suffix(".png").stat().st_size > 0  # the curves
+    # Run again: every run is in the CSV already, so none is redone and the rows stay as they were.
+    again = smoke(scripts, "garage_claim.py", "--out", str(csv))
+    assert again.count("in " + str(csv) + " already") == 3
+    pd.testing.assert_frame_equal(pd.read_csv(csv), table)
+    summary = smoke(scripts, "garage_claim.py", "--table", "--out", str(csv))
+    assert summary.splitlines()[0].startswith("| dataset | arm | seeds | steps |")
+    assert [line.split(" | ")[1] for line in summary.splitlines()[2:]] == ["gan", "garage", "lshgan"]
 
 
 def test_gat_scale(scripts):
