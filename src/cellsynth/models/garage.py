@@ -212,7 +212,6 @@ class GARAGE(CGAN):
         z, origin = source(weights, gen, torch.device("cpu"))
         return z, self._as_given(weights), origin
 
-
     def _annotate(self, out, origins) -> None:
         super()._annotate(out, origins)  # an unconditional model's labels
         origin = torch.cat([o.cpu() for o in origins]).numpy() if origins else np.zeros(0, dtype=np.int64)
