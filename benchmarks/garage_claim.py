@@ -197,19 +197,22 @@ def markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _same_run(table: pd.DataFrame, dataset: str, arm: str, seed: int) -> pd.Series:
+    """Which rows of ``table`` are runs of this dataset, arm and seed."""
+    return (table["dataset"] == dataset) & (table["arm"] == arm) & (table["seed"] == seed)
+
+
 def _done(table: pd.DataFrame, dataset: str, arm: str, seed: int, minutes: float) -> bool:
     if table.empty:
         return False
-    hit = (table["dataset"] == dataset) & (table["arm"] == arm) & (table["seed"] == seed)
-    return bool((hit & (table["minutes"] == minutes)).any())
+    return bool((_same_run(table, dataset, arm, seed) & (table["minutes"] == minutes)).any())
 
 
 def _replace(table: pd.DataFrame, row: dict) -> pd.DataFrame:
     """The table with ``row`` in place of an earlier run of the same dataset, arm and seed."""
     if table.empty:
         return pd.DataFrame([row])
-    same = (table["dataset"] == row["dataset"]) & (table["arm"] == row["arm"])
-    same &= table["seed"] == row["seed"]
+    same = _same_run(table, row["dataset"], row["arm"], row["seed"])
     return pd.concat([table[~same], pd.DataFrame([row])], ignore_index=True)
 
 
