@@ -188,11 +188,11 @@ def markdown(table: pd.DataFrame) -> str:
         cells = []
         for column in columns:
             values = group[column].astype(float)
-            cells.append(
-                f"{values.mean():.3g} ± {values.std(ddof=1):.2g}"
-                if len(values) > 1
-                else f"{values.mean():.3g}"
-            )
+            # steps as whole numbers; scores to three significant digits
+            mean, sd = (f"{values.mean():.0f}", f"{values.std(ddof=1):.0f}") if column == "steps" else (
+                f"{values.mean():.3g}", f"{values.std(ddof=1):.2g}"
+            )  # fmt: skip
+            cells.append(f"{mean} ± {sd}" if len(values) > 1 else mean)
         lines.append(f"| {dataset} | {arm} | {len(group)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

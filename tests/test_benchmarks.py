@@ -140,6 +140,55 @@ def test_garage_claim(scripts, tmp_path):
     assert [line.split(" | ")[1] for line in summary.splitlines()[2:]] == ["gan", "garage", "lshgan"]
 
 
+def test_default_sweep(scripts, tmp_path):
+    csv, root = tmp_path / "sweep.csv", tmp_path / "sweep"
+    smoke(scripts, "default_sweep.py", "--root", str(root), "--out", str(csv))
+    table = pd.read_csv(csv)
+    assert sorted(zip(table["model"], table["variant"], strict=True)) == [
+        ("gan", "default"), ("gan", "lr x3"), ("nbvae", "default"), ("nbvae", "lr x3"),
+    ]  # fmt: skip
+    assert (table["status"] == "done").all()
+    assert table["detection_auc"].between(0, 1).all()
+    # the variant really moved the knob: three times the model's declared learning rate
+    from cellsynth.models.registry import param_spec
+
+    lr = next(p.default for p in param_spec("nbvae") if p.name == "lr")
+    row = table[(table["model"] == "nbvae") & (table["variant"] == "lr x3")].iloc[0]
+    assert json.loads(row["params"]) == {"lr": pytest.approx(3 * lr)}
+    # one benchmark folder per dataset × variant, each with its leaderboard
+    assert sorted(p.parent.name for p in root.glob("smoke/*/leaderboard.csv")) == ["default", "lr_x3"]
+    # a rerun resumes: every cell is kept, none is fitted again, the rows stay
+    mtimes = {p: p.stat().st_mtime for p in root.glob("smoke/*/cells/*/metrics.json")}
+    assert mtimes
+    smoke(scripts, "default_sweep.py", "--root", str(root), "--out", str(csv))
+    assert {p: p.stat().st_mtime for p in mtimes} == mtimes
+    pd.testing.assert_frame_equal(pd.read_csv(csv), table)
+    summary = smoke(scripts, "default_sweep.py", "--table", "--out", str(csv)).splitlines()
+    assert summary[0].startswith("| model | variant | smoke | mean |")
+    assert sum("**kept**" in line for line in summary) == 2  # one variant kept per model
+
+
+def test_default_sweep_keeps_no_change_that_hurts_a_dataset(scripts, monkeypatch):
+    monkeypatch.syspath_prepend(str(scripts))
+    from default_sweep import decide
+
+    rows = [
+        ("a", "default", 0.90), ("b", "default", 0.80),
+        ("a", "lr x3", 0.70), ("b", "lr x3", 0.85),  # best mean, but 0.05 worse on b
+        ("a", "patience x3", 0.88), ("b", "patience x3", 0.805),  # better mean, 0.005 worse on b
+    ]  # fmt: skip
+    table = pd.DataFrame(
+        [
+            {"dataset": d, "model": "m", "variant": v, "detection_auc": auc, "status": "done"}
+            for d, v, auc in rows
+        ]
+    )
+    verdict = decide(table, tolerance=0.01).set_index("variant")
+    assert verdict["kept"].to_dict() == {"default": False, "lr x3": False, "patience x3": True}
+    assert verdict.loc["lr x3", "mean_auc"] == pytest.approx(0.775)
+    assert decide(table, tolerance=0.1).set_index("variant")["kept"]["lr x3"]
+
+
 def test_gat_scale(scripts):
     out = smoke(scripts, "gat_scale.py")
     stage = re.search(rf"GAT (\d+) epochs, held-out balanced accuracy ({NUMBER}); seeds (\d+)", out)
