@@ -175,7 +175,9 @@ def test_default_sweep_keeps_no_change_that_hurts_a_dataset(scripts, monkeypatch
     rows = [
         ("a", "default", 0.90), ("b", "default", 0.80),
         ("a", "lr x3", 0.70), ("b", "lr x3", 0.85),  # best mean, but 0.05 worse on b
-        ("a", "patience x3", 0.88), ("b", "patience x3", 0.805),  # better mean, 0.005 worse on b
+        ("a", "patience x3", 0.86), ("b", "patience x3", 0.805),  # better mean, 0.005 worse on b
+        ("a", "lr /3", 0.895), ("b", "lr /3", 0.80),  # better everywhere, by less than the tolerance
+        ("a", "tiny", 0.10),  # best of all, on one dataset only
     ]  # fmt: skip
     table = pd.DataFrame(
         [
@@ -184,9 +186,16 @@ def test_default_sweep_keeps_no_change_that_hurts_a_dataset(scripts, monkeypatch
         ]
     )
     verdict = decide(table, tolerance=0.01).set_index("variant")
-    assert verdict["kept"].to_dict() == {"default": False, "lr x3": False, "patience x3": True}
+    kept = {"default": False, "lr x3": False, "patience x3": True, "lr /3": False, "tiny": False}
+    assert verdict["kept"].to_dict() == kept
     assert verdict.loc["lr x3", "mean_auc"] == pytest.approx(0.775)
-    assert decide(table, tolerance=0.1).set_index("variant")["kept"]["lr x3"]
+    assert verdict.loc["tiny", "datasets"] == 1 and verdict.loc["tiny", "of"] == 2
+    # a larger tolerance lets the best mean through, despite its loss on b
+    assert decide(table, tolerance=0.06).set_index("variant")["kept"]["lr x3"]
+    # no variant good enough: the default stays
+    assert decide(table[table["variant"].isin(["default", "lr /3"])], 0.01).set_index("variant")["kept"][
+        "default"
+    ]
 
 
 def test_gat_scale(scripts):
