@@ -27,8 +27,9 @@ The decision: per model, the variant with the lowest detection AUC (our random f
 datasets, if it beats the default's average by at least ``--tolerance`` and is nowhere worse than the
 default by more than ``--tolerance`` (a default that helps one dataset and hurts another is a regression;
 a difference smaller than run-to-run noise is not a reason to change one).
-``--table`` prints one Markdown table per model (AUC per dataset, the mean, the GRouNdGAN-protocol AUC and
-the verdict). One CSV row per dataset × model × variant, written after each benchmark.
+``--table`` prints one Markdown table: a row per model × variant (AUC per dataset, the mean, the
+GRouNdGAN-protocol AUC and the verdict). One CSV row per dataset × model × variant, written after each
+benchmark.
 
 The scvi peer is not swept: it is run with scvi-tools' own defaults, as a user would run it.
 """
@@ -44,6 +45,7 @@ import numpy as np
 import pandas as pd
 from cgan_quality import load_dataset  # benchmarks/ is the script's directory
 
+from cellsynth._io import write_atomic
 from cellsynth.benchmark import run_benchmark
 
 DATASETS = ["pbmc68k", "immune_spectra", "baron_mouse_pancreas"]  # fastest first
@@ -59,14 +61,15 @@ def _variants() -> dict[str, dict[str, dict]]:
     def default(model: str, name: str):
         return next(p.default for p in param_spec(model) if p.name == name)
 
-    lr = {m: {"lr_g": 3 * default(m, "lr_g"), "lr_d": 3 * default(m, "lr_d")} for m in ADVERSARIAL}
-    lr |= {m: {"lr": 3 * default(m, "lr")} for m in LIKELIHOOD}
-    low = {m: {k: v / 9 for k, v in p.items()} for m, p in lr.items()}
+    def lr(factor: float) -> dict[str, dict]:
+        keys = {m: ("lr_g", "lr_d") for m in ADVERSARIAL} | {m: ("lr",) for m in LIKELIHOOD}
+        return {m: {k: factor * default(m, k) for k in ks} for m, ks in keys.items()}
+
     patience = {m: {"patience": 3 * default(m, "patience")} for m in ADVERSARIAL + LIKELIHOOD}
     return {
         "default": {m: {} for m in ADVERSARIAL + LIKELIHOOD},
-        "lr x3": lr,
-        "lr /3": low,
+        "lr x3": lr(3.0),
+        "lr /3": lr(1 / 3),
         "patience x3": patience,
     }
 
@@ -108,10 +111,7 @@ def _save(table: pd.DataFrame, rows: list[dict], path: Path) -> pd.DataFrame:
         table = pd.concat([old, new], ignore_index=True)
     elif not new.empty:
         table = new
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    table.to_csv(tmp, index=False)
-    tmp.replace(path)
+    write_atomic(path, lambda tmp: table.to_csv(tmp, index=False))
     return table
 
 

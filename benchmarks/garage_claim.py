@@ -37,6 +37,7 @@ import smoke  # benchmarks/ is the script's directory
 from cgan_quality import load_dataset
 
 from cellsynth import models
+from cellsynth._io import write_atomic
 from cellsynth.data.split import split_by_type
 from cellsynth.metrics import evaluate
 from cellsynth.metrics.biology import rare_types
@@ -161,10 +162,7 @@ def main() -> None:
             print(json.dumps({k: v for k, v in row.items() if k != "curve"}, default=float), flush=True)
             # Each finished run is saved at once, so an interrupted study resumes where it stopped.
             table = _replace(table, row)
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = args.out.with_suffix(".tmp")
-            table.to_csv(tmp, index=False)
-            tmp.replace(args.out)
+            write_atomic(args.out, lambda tmp, table=table: table.to_csv(tmp, index=False))
     summary = table[table["dataset"] == args.dataset].groupby("arm")[KEYS].agg(["mean", "std"]).round(3)
     print(summary.to_string())
     figure = args.out.with_suffix(".png")
