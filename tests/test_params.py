@@ -129,7 +129,12 @@ def test_defaults_come_from_the_spec_and_are_the_measured_ones():
         "min_seeds_per_type": 2,
         "gat": {},
     }
-    assert all(g[k] == d[k] for k in d)  # GARAGE is the cgan plus seeds
+    # GARAGE is the cgan plus seeds, at three times its learning rates (the default sweep's choice)
+    assert all(g[k] == d[k] for k in d if k not in ("lr_g", "lr_d"))
+    assert (g["lr_g"], g["lr_d"]) == pytest.approx((3e-4, 3e-4))
+    assert models.get("nbvae").params["lr"] == pytest.approx(1e-3 / 3)
+    assert models.get("fishergan").params["lr_g"] == pytest.approx(1e-4 / 3)
+    assert models.get("lshgan").params["lr_g"] == models.get("gan").params["lr_g"] == 1e-4
 
 
 def test_every_training_setting_has_a_declared_parameter():

@@ -248,7 +248,7 @@ class ParamSpec:
     def table(self) -> list[dict[str, str]]:
         """One row per parameter: ``name``, ``default``, ``accepts``, ``help``."""
         return [
-            {"name": p.name, "default": format_value(p.default), "accepts": p.accepts(), "help": p.help}
+            {"name": p.name, "default": _short(p.default), "accepts": p.accepts(), "help": p.help}
             for p in self
         ]
 
@@ -308,6 +308,13 @@ def format_value(value: Any) -> str:
     if isinstance(value, tuple):
         value = list(value)
     return json.dumps(value)
+
+
+def _short(value: Any) -> str:
+    """:func:`format_value` with floats to 6 significant digits (``3e-4 * 3`` shows as ``0.0003``)."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return format_value(value)
 
 
 def _number(x: float) -> str:

@@ -35,6 +35,10 @@ PLAIN = dict(
 )
 
 
+#: the cgan's learning rates (LSH-GAN keeps them where GARAGE, its parent here, has its own)
+CGAN_RATES = {name: CGAN.param_spec.defaults()[name] for name in ("lr_g", "lr_d")}
+
+
 def _loss_param(name: str) -> Param:
     return Param("loss", name, "str", "adversarial loss (this model's own)", choices=(name,))
 
@@ -94,7 +98,8 @@ class FisherGAN(CGAN):
 
     name = "fishergan"
     param_spec = (
-        CGAN.param_spec.with_defaults(**PLAIN)
+        # a third of the cgan's learning rates: the default sweep (docs/benchmarks.md)
+        CGAN.param_spec.with_defaults(**PLAIN, **{k: v / 3 for k, v in CGAN_RATES.items()})
         .without("label_smoothing")
         .extend(
             _loss_param("fisher"),
@@ -112,7 +117,7 @@ class LSHGAN(GARAGE):
 
     name = "lshgan"
     param_spec = (
-        GARAGE.param_spec.with_defaults(**PLAIN, input_space="genes")
+        GARAGE.param_spec.with_defaults(**PLAIN, **CGAN_RATES, input_space="genes")
         .without("gat", "gat_k")
         .extend(
             _loss_param("bce"),
