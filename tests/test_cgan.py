@@ -335,7 +335,7 @@ def test_early_stopping_stops_before_the_epoch_cap(counts_adata):
     assert len(m.history) < 300
     scores = [r["val_mmd"] for r in m.history if "val_mmd" in r]
     assert scores[-1] >= min(scores[:-1])  # the last validation did not improve on the best
-    assert m.fit_record["best_val_mmd"] == pytest.approx(min(scores))
+    assert m.fit_record["best_val"] == pytest.approx(min(scores)) and m.fit_record["val_metric"] == "mmd"
 
 
 def test_the_epoch_cap_stops_after_exactly_that_many_epochs(counts_adata):
@@ -343,3 +343,36 @@ def test_the_epoch_cap_stops_after_exactly_that_many_epochs(counts_adata):
     m.fit(counts_adata, label_key="cell_type", progress=False)
     assert m.fit_record["stopped_because"] == "epochs"
     assert [r["epoch"] for r in m.history] == [1, 2, 3]
+
+
+def test_c2st_tells_shifted_cells_and_not_cells_of_the_same_distribution():
+    import torch
+
+    from cellsynth.train.adversarial import c2st_auc
+
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(200, 40, generator=g)
+    same = torch.randn(200, 40, generator=g)
+    shifted = torch.randn(200, 40, generator=g)
+    shifted[:, :5] += 1.5  # five genes higher: visible in the union PCA
+    assert 0.35 < c2st_auc(real, same) < 0.65
+    assert c2st_auc(real, shifted) > 0.9
+    assert c2st_auc(real, shifted) == c2st_auc(real, shifted)  # no random draws outside the seed
+
+
+def test_c2st_validation_keeps_the_state_with_the_lowest_classifier_auc(counts_adata):
+    m = models.get("cgan", epochs=6, val_metric="c2st", **{**TINY, "val_every_steps": 2})
+    m.fit(counts_adata, label_key="cell_type", progress=False)
+    validated = [r for r in m.history if "val_c2st" in r]
+    assert len(validated) >= 2 and all("val_mmd" in r for r in validated)  # the MMD recorded beside it
+    assert all(0.0 <= r["val_c2st"] <= 1.0 for r in validated)
+    assert m.fit_record["val_metric"] == "c2st"
+    assert m.fit_record["best_val"] == pytest.approx(min(r["val_c2st"] for r in validated))
+
+
+def test_c2st_validation_without_held_out_cells_is_refused(counts_adata):
+    from cellsynth.errors import TrainingError
+
+    m = models.get("cgan", epochs=2, val_metric="c2st", val_fraction=0.0, val_min_cells=0, **TINY)
+    with pytest.raises(TrainingError, match="val_metric='c2st' needs held-out cells"):
+        m.fit(counts_adata, label_key="cell_type", progress=False)

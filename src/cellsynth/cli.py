@@ -191,8 +191,8 @@ def _report_fit(m, model: str, out: Path, checkpoint_dir: Path, data: Path, seco
         raise typer.Exit(130)
     if checkpoint_dir.exists():
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    best = rec.get("best_val_mmd", rec.get("best_val"))
-    score = "" if best is None else f", best validation score {best:.4g}"
+    best = rec.get("best_val")
+    score = "" if best is None else f", best validation {rec.get('val_metric', 'score')} {best:.4g}"
     typer.echo(
         f"fitted {model} in {seconds:.0f}s ({len(m.history)} epochs, stopped: {rec.get('stopped_because')}"
         f"{score}) → {out}",

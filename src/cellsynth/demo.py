@@ -73,7 +73,7 @@ def run_demo(out: Path, *, max_minutes: float = 3.0, device: str = "auto", seed:
     rec = model.fit_record
     console.print(
         f"trained {len(model.history)} epochs in {fit_s:.0f}s (stopped: {rec['stopped_because']}); "
-        f"best validation MMD {rec['best_val_mmd']:.4f}"
+        f"best validation {rec['val_metric']} {rec['best_val']:.4f}"
     )
     fig = Table(title="quick fidelity (full suite: cellsynth evaluate)")
     fig.add_column("figure")

@@ -17,7 +17,7 @@ from ..errors import RequestError
 from ..nn.blocks import MLP, ConditionalNoise, InputProjection, Projected, ProjectionDiscriminator
 from ..params import Param, ParamSpec
 from ..train import LOSSES
-from ..train.adversarial import AdversarialPlan, AdversarialSettings
+from ..train.adversarial import VAL_METRICS, AdversarialPlan, AdversarialSettings
 from ..train.losses import get_loss
 from .labeller import predict_labels, train_labeller
 from .model import SyntheticCellModel
@@ -194,6 +194,13 @@ PARAMS = ParamSpec(
         Param("val_fraction", _S.val_fraction, "float", "share of cells held out", ge=0, lt=1),
         Param("val_min_cells", _S.val_min_cells, "int", "held-out cells wanted (≤ 25% of cells)", ge=0),
         Param("val_every_steps", _S.val_every_steps, "int", "generator steps between validations", ge=1),
+        Param(
+            "val_metric",
+            _S.val_metric,
+            "str",
+            "validation score: mmd | c2st (held-out forest AUC)",
+            choices=VAL_METRICS,
+        ),
         Param("patience", _S.patience, "int", "validations without improvement (0: no stop)", ge=0),
         Param("checkpoint_minutes", _S.checkpoint_minutes, "float", "minutes between checkpoints", ge=0),
         Param("max_rollbacks", _S.max_rollbacks, "int", "divergence: restores of the last good state", ge=0),
@@ -360,7 +367,11 @@ class CGAN(SyntheticCellModel):
         result = plan.fit(data, resume=resume)
         self.modules["generator"].load_state_dict(result.generator_state)
         self.history = result.history
-        self.fit_record = {"stopped_because": result.stopped_because, "best_val_mmd": result.best_val_mmd}
+        self.fit_record = {
+            "stopped_because": result.stopped_because,
+            "best_val": result.best_val_mmd,  # the best validation score: val_metric's
+            "val_metric": self.params["val_metric"],
+        }
         if result.rollbacks:
             self.fit_record["rollbacks"] = result.rollbacks
         if not self.conditional:

@@ -228,7 +228,11 @@ class _ConditionalVAE(SyntheticCellModel):
         self.modules["generator"].load_state_dict(result.generator_state)
         self.history = result.history
         # best_val: the lowest held-out negative ELBO per cell
-        self.fit_record = {"stopped_because": result.stopped_because, "best_val": result.best_val_mmd}
+        self.fit_record = {
+            "stopped_because": result.stopped_because,
+            "best_val": result.best_val_mmd,
+            "val_metric": "nelbo",
+        }
         if result.rollbacks:
             self.fit_record["rollbacks"] = result.rollbacks
 

@@ -133,6 +133,10 @@ class TrainingPlan:
         """A score of the current model on held-out cells (lower is better)."""
         raise NotImplementedError
 
+    def validation_scores(self) -> dict[str, float]:
+        """Every score a validation records, ``val_key``'s (the one that selects and stops) among them."""
+        return {self.val_key: self.validation_score()}
+
     def sampling_module(self) -> nn.Module:
         """The module whose weights are the model (e.g. the EMA of the generator)."""
         raise NotImplementedError
@@ -308,8 +312,9 @@ class TrainingPlan:
         step = self.step_count()
         if step - loop["last_val_step"] >= s.val_every_steps or last:
             loop["last_val_step"] = step
-            score = self.validation_score()
-            record[self.val_key] = score
+            scores = self.validation_scores()
+            score = scores[self.val_key]
+            record.update(scores)
             if self.monitor is not None:
                 t0 = time.monotonic()
                 record.update(self.monitor(step, record["seconds"], self.sampling_module().state_dict()))
