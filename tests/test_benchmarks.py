@@ -240,3 +240,22 @@ def test_throughput(scripts):
     assert_finite(result, ["ours_cells_per_s", "seed_cells_per_s", "throughput_ratio"])
     assert result["ours_cells_per_s"] > 0 and result["seed_cells_per_s"] > 0
     assert out.strip().splitlines()[-1].startswith("RESULT throughput_ratio=")
+
+
+def test_time_to_fidelity(scripts, tmp_path):
+    out = smoke(scripts, "time_to_fidelity.py", "--out", str(tmp_path))
+    lines = out.strip().splitlines()
+    record = json.loads(lines[-2])
+    assert record["peer"]["model"] == "scvi" and record["peer"]["epochs"] == 3
+    assert 0.0 <= record["peer"]["detection_auc"] <= 1.0
+    result = result_values(out)
+    assert set(result) == {"time_to_peer_ratio", "throughput_ratio"}
+    assert result["throughput_ratio"] > 0 and math.isfinite(result["throughput_ratio"])
+    trace = pd.read_csv(tmp_path / "trace.csv")
+    ours = trace[trace["model"] == "cgan"]
+    assert len(ours) >= 1 and ours["detection_auc"].between(0, 1).all()  # the monitor scored every validation
+    # the ratio is the first monitored time at or below the peer's AUC, over the peer's time
+    reached = ours.loc[ours["detection_auc"] <= record["peer"]["detection_auc"], "seconds"]
+    expected = reached.min() / record["peer"]["seconds"] if len(reached) else math.inf
+    assert result["time_to_peer_ratio"] == pytest.approx(expected, rel=1e-2)
+    assert (tmp_path / "time_to_fidelity.png").stat().st_size > 1000

@@ -28,6 +28,7 @@ from .cli_options import (
     user_errors,
     whole_number,
 )
+from .defaults import DEFAULT_MODEL
 from .errors import InputError
 
 app = typer.Typer(
@@ -53,7 +54,7 @@ def fit(
         list[str] | None,
         typer.Option("--condition-key", help="Further covariate to condition on (repeatable)"),
     ] = None,
-    model: Annotated[str, typer.Option(help="Model name (see `cellsynth models`)")] = "cgan",
+    model: Annotated[str, typer.Option(help="Model name (see `cellsynth models`)")] = DEFAULT_MODEL,
     layer: Annotated[str | None, typer.Option(help="Use adata.layers[LAYER] instead of X")] = None,
     representation: Annotated[str, typer.Option(help="auto | counts | log1p | as_is")] = "auto",
     n_genes: Annotated[

@@ -53,7 +53,7 @@ def run_demo(out: Path, *, max_minutes: float = 3.0, device: str = "auto", seed:
         f"pbmc68k: {real.n_obs} cells × {real.n_vars} genes, {len(counts)} types; "
         f"rarest: {rarest} ({counts.min()})"
     )
-    model = models.get("cgan", max_minutes=max_minutes, epochs=100_000)
+    model = models.get(models.DEFAULT_MODEL, max_minutes=max_minutes, epochs=100_000)
     t0 = time.monotonic()
     model.fit(real, label_key=label_key, device=device, seed=seed)
     fit_s = time.monotonic() - t0

@@ -1,0 +1,162 @@
+"""Time to fidelity: how soon our model is as hard to detect as the scvi-tools peer, and training speeds.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/time_to_fidelity.py                       # Baron mouse, 10-minute budget
+    .venv/bin/python benchmarks/time_to_fidelity.py --dataset immune_spectra --minutes 5
+    .venv/bin/python benchmarks/time_to_fidelity.py --smoke               # tiny simulated data, seconds
+
+The dataset is split 50/50 by type (``split_by_type``, seed 0). The peer (``scvi``: scvi-tools' CondSCVI
+with its own defaults, 300 epochs) is fitted on TRAIN and timed; its cells (as many as TEST, TEST's types)
+are scored with the benchmark's detector (``detection_auc``: a random forest in the union PCA, 5-fold)
+against TEST. ``--peer-epochs`` fits it again at fewer epochs for its curve of quality against time.
+Our model (``--model``, default: the package's default model, its default parameters) is fitted on TRAIN
+with a budget of ``--minutes`` and a monitor: at every validation, a copy of the model samples as many
+cells as TEST and the same detector scores them (monitor time is not training time). Then
+
+- ``time_to_peer_ratio``: the first training time at which our detection AUC is at or below the peer's
+  final one, over the peer's training time (``inf`` when never reached within the budget);
+- ``throughput_ratio``: our training cells per second over the peer's. Ours counts the cells through the
+  generator in its optimisation steps (batch × generator steps; a likelihood model: cells through the
+  model), the peer's cells × epochs through its model, each over its own training seconds.
+
+Prints one ``RESULT time_to_peer_ratio=<x> throughput_ratio=<y>`` line (ours over the peer's) after a JSON
+record; ``--out DIR`` writes ``trace.csv`` (both curves) and ``time_to_fidelity.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import pandas as pd
+import smoke  # benchmarks/ is the script's directory
+from cgan_quality import load_dataset
+
+from cellsynth import models
+from cellsynth.cli import parse_key_values
+from cellsynth.data.split import split_by_type
+from cellsynth.metrics import evaluate
+
+#: the detector's own settings; its extras (the published-protocol forest, the per-type forests) lighter,
+#: since only ``detection_auc`` is read here
+MONITOR_SETTINGS = {"groundgan_trees": 50, "per_type_trees": 10}
+
+
+def detection(test, synthetic, label_key: str, settings: dict) -> float:
+    met = evaluate(test, synthetic, label_key=label_key, seed=0, settings=settings, families=["detection"])
+    return float(met.overall["detection_auc"])
+
+
+def test_request(test, label_key: str) -> dict[str, int]:
+    counts = test.obs[label_key].astype(str).value_counts()
+    return {str(k): int(v) for k, v in counts.items() if v}
+
+
+def fit_peer(train, test, label_key: str, epochs: int, settings: dict) -> dict:
+    peer = models.get("scvi", epochs=epochs)
+    t = time.perf_counter()
+    peer.fit(train, label_key=label_key, seed=0, progress=False)
+    seconds = time.perf_counter() - t
+    auc = detection(test, peer.sample(per_type=test_request(test, label_key), seed=0), label_key, settings)
+    return {"model": "scvi", "epochs": epochs, "seconds": seconds, "detection_auc": auc,
+            "cells_per_s": train.n_obs * epochs / seconds}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="baron_mouse_pancreas", help="pbmc68k, or a file in ../shared/data")
+    ap.add_argument("--model", default=models.DEFAULT_MODEL)
+    ap.add_argument("--minutes", type=float, default=10.0, help="our model's training budget")
+    ap.add_argument("--param", action="append", default=[], help="KEY=JSON parameter of our model")
+    ap.add_argument(
+        "--peer-epochs", type=int, nargs="*", default=[], help="the peer also at these epochs (its curve)"
+    )
+    ap.add_argument("--out", type=Path, default=None, help="write trace.csv and time_to_fidelity.png here")
+    ap.add_argument("--smoke", action="store_true", help="tiny simulated data, 2 epochs: checks the script")
+    args = ap.parse_args()
+    if args.smoke:
+        args.dataset = "smoke"
+    adata, label_key = load_dataset(args.dataset)
+    train, test = split_by_type(adata, label_key=label_key, test_fraction=0.5, seed=0)
+    settings = {**MONITOR_SETTINGS, **(smoke.EVALUATE if args.smoke else {})}
+    peer_epochs = 3 if args.smoke else 300  # CondSCVI.train's default
+
+    rows = [fit_peer(train, test, label_key, peer_epochs, settings)]
+    peer = rows[0]
+    for e in sorted(set(args.peer_epochs) - {peer_epochs}):
+        rows.append(fit_peer(train, test, label_key, e, settings))
+
+    params = parse_key_values(args.param, "--param")
+    epochs = smoke.EPOCHS if args.smoke else 1_000_000  # else the budget (or early stopping) ends the fit
+    ours = models.get(args.model, max_minutes=args.minutes, epochs=epochs, **params)
+    request = test_request(test, label_key)
+    trace: list[dict] = []
+
+    def monitor(snapshot, step: int, seconds: float) -> dict:
+        auc = detection(test, snapshot.sample(per_type=request, seed=0), label_key, settings)
+        trace.append({"model": args.model, "step": step, "seconds": seconds, "detection_auc": auc})
+        return {"test_detection_auc": auc}
+
+    ours.fit(train, label_key=label_key, seed=0, progress=False, monitor=monitor)
+    history = ours.history
+    train_seconds = float(history[-1]["seconds"]) if history else math.nan
+    batch = int(ours.params.get("batch_size", 0))
+    steps = int(history[-1].get("g_step", 0)) if history else 0
+    ours_rate = batch * steps / train_seconds if train_seconds > 0 else math.nan
+    reached = [r["seconds"] for r in trace if r["detection_auc"] <= peer["detection_auc"]]
+    first = min(reached) if reached else math.inf
+    ratio = first / peer["seconds"]
+    throughput = ours_rate / peer["cells_per_s"]
+    kept = ours.fit_record.get("best_val")
+    record = {
+        "dataset": args.dataset,
+        "model": args.model,
+        "params": params,
+        "peer": {k: round(v, 4) if isinstance(v, float) else v for k, v in peer.items()},
+        "ours": {
+            "train_seconds": round(train_seconds, 1),
+            "steps": steps,
+            "cells_per_s": round(ours_rate, 1),
+            "stopped": ours.fit_record.get("stopped_because"),
+            "best_detection_auc": round(min(r["detection_auc"] for r in trace), 4) if trace else None,
+            "best_val": kept,
+            "first_at_peer_seconds": first if math.isinf(first) else round(first, 1),
+        },
+    }
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        frame = pd.DataFrame([*rows, *trace])
+        frame.to_csv(args.out / "trace.csv", index=False)
+        plot(frame, peer, args.out / "time_to_fidelity.png", args.dataset)
+    print(json.dumps(record))
+    print(f"RESULT time_to_peer_ratio={ratio:.3g} throughput_ratio={throughput:.3g}")
+
+
+def plot(frame: pd.DataFrame, peer: dict, path: Path, dataset: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for name, part in frame.groupby("model", sort=False):
+        part = part.sort_values("seconds")
+        ax.plot(part["seconds"], part["detection_auc"], marker="o", ms=3, label=name)
+    ax.axhline(peer["detection_auc"], color="grey", ls="--", lw=1, label="peer's final AUC")
+    ax.axvline(peer["seconds"] / 2, color="grey", ls=":", lw=1, label="half the peer's time")
+    ax.set_xlabel("training seconds")
+    ax.set_ylabel("detection AUC (0.5: indistinguishable)")
+    ax.set_title(f"quality against training time: {dataset}")
+    ax.set_ylim(0.45, 1.01)
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
