@@ -259,3 +259,11 @@ def test_time_to_fidelity(scripts, tmp_path):
     expected = reached.min() / record["peer"]["seconds"] if len(reached) else math.inf
     assert result["time_to_peer_ratio"] == pytest.approx(expected, rel=1e-2)
     assert (tmp_path / "time_to_fidelity.png").stat().st_size > 1000
+
+
+def test_latent_ceiling(scripts):
+    lines = [json.loads(x) for x in smoke(scripts, "latent_ceiling.py").strip().splitlines()]
+    assert [r["variant"] for r in lines] == ["recon_test", "recon_train", "type_gaussian", "prior"]
+    for r in lines:
+        assert_finite(r, ["detection_auc", "dcr_ratio", "mmd"])
+        assert 0.0 <= r["detection_auc"] <= 1.0
