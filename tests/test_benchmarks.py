@@ -243,10 +243,13 @@ def test_throughput(scripts):
 
 
 def test_time_to_fidelity(scripts, tmp_path):
-    out = smoke(scripts, "time_to_fidelity.py", "--out", str(tmp_path))
+    params = ["--param", "val_every_steps=1", "--param", "val_metric=c2st"]
+    out = smoke(scripts, "time_to_fidelity.py", "--out", str(tmp_path), *params)
     lines = out.strip().splitlines()
     record = json.loads(lines[-2])
     assert record["peer"]["model"] == "scvi" and record["peer"]["epochs"] == 3
+    assert 0.0 <= record["ours"]["kept_detection_auc"] <= 1.0
+    assert set(record["ours"]["selection"]) == {"val_mmd", "val_c2st"}  # each score against the detector
     assert 0.0 <= record["peer"]["detection_auc"] <= 1.0
     result = result_values(out)
     assert set(result) == {"time_to_peer_ratio", "throughput_ratio"}

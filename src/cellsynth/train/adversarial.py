@@ -165,19 +165,17 @@ class AdversarialPlan(TrainingPlan):
         else:  # too few held-out cells for a stable score: compare with a training subsample instead
             ref_rows = rng.choice(self.train_rows, min(len(self.train_rows), 1000), replace=False)
         ref_rows = np.sort(ref_rows)
-        ref_x = torch.from_numpy(data.dense_rows(ref_rows)).to(dev)
-        self.ref_pcs = (ref_x - self.pca_mean) @ self.pca_basis
+        self.ref_pcs = (torch.from_numpy(data.dense_rows(ref_rows)).to(dev) - self.pca_mean) @ self.pca_basis
         # the classifier test's real side: held-out cells only (a training subsample would be no test)
         self.c2st_real = None
         if self.settings.val_metric == "c2st":
-            held = np.isin(ref_rows, self.val_rows)
-            if held.sum() < 2 * _C2ST_FOLDS:
+            held = np.sort(self.val_rows)[:_C2ST_CELLS]
+            if len(held) < 2 * _C2ST_FOLDS:
                 raise TrainingError(
-                    f"val_metric='c2st' needs held-out cells: {int(held.sum())} are held out; raise "
+                    f"val_metric='c2st' needs held-out cells: {len(held)} are held out; raise "
                     "val_fraction or val_min_cells, or use val_metric='mmd'"
                 )
-            keep = np.flatnonzero(held)[:_C2ST_CELLS]
-            self.c2st_real = ref_x[torch.from_numpy(keep).to(dev)]
+            self.c2st_real = torch.from_numpy(data.dense_rows(held)).to(dev)
         ref_codes = self.codes_all[ref_rows].to(dev)
         n_val_gen = max(len(ref_rows), 500)
         val_pick = rng.integers(0, len(ref_rows), n_val_gen)
