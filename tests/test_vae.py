@@ -13,7 +13,7 @@ import torch
 import cellsynth.models.vae  # noqa: F401  (registers vae and nbvae)
 from cellsynth import models
 from cellsynth.data.celldata import CellData
-from cellsynth.errors import InputError
+from cellsynth.errors import InputError, TrainingError
 from cellsynth.models.nbvae import draw_nb, nb_log_prob, zinb_log_prob
 from cellsynth.train.checkpoint import read_training_state
 from cellsynth.train.likelihood import LikelihoodPlan, LikelihoodSettings, recover_counts
@@ -229,3 +229,60 @@ def test_nb_sampler_has_the_negative_binomial_mean_and_variance():
     np.testing.assert_allclose(x.var(0), mu[0] + mu[0] ** 2 / theta, rtol=0.05)
     dropped = draw_nb(np.repeat(mu, 200_000, axis=0), theta, rng, dropout=0.3)
     np.testing.assert_allclose(dropped.mean(0), 0.7 * mu[0], rtol=0.02)
+
+
+# ---------------------------------------------------------- latentgan: the GAN in nbvae's latent space
+LATENT_TINY = dict(
+    epochs=3, z_dim=8, hidden=(32,), gan={"g_hidden": (32,), "d_hidden": (32,), "c_hidden": (16,)}
+)
+
+
+@pytest.fixture(scope="module")
+def fitted_latent(counts_adata):
+    m = models.get("latentgan", **LATENT_TINY)
+    return m.fit(counts_adata, label_key="cell_type", condition_keys=["donor"], progress=False, seed=0)
+
+
+def test_latentgan_trains_both_stages_and_samples_labelled_counts(fitted_latent, counts_adata):
+    stages = [r["stage"] for r in fitted_latent.history]
+    assert stages == ["autoencoder"] * 3 + ["gan"] * 3  # each stage its epochs, the GAN's after
+    seconds = [r["seconds"] for r in fitted_latent.history]
+    assert seconds == sorted(seconds)  # the GAN's times continue the autoencoder's
+    assert fitted_latent.fit_record["autoencoder"]["stopped_because"] == "epochs"
+    codes = fitted_latent.encode(
+        CellData.from_anndata(counts_adata, label_key="cell_type", condition_keys=["donor"])
+    )
+    assert codes.shape == (counts_adata.n_obs, 8) and np.isfinite(codes).all()
+    out = fitted_latent.sample(per_type={"alpha": 30, "rare": 10}, seed=0)
+    assert out.obs["cell_type"].astype(str).value_counts().to_dict() == {"alpha": 30, "rare": 10}
+    X = out.X.toarray()
+    assert np.array_equal(X, np.round(X)) and X.min() >= 0 and (X > 0).any()
+    assert set(out.obs["donor"]) <= set(counts_adata.obs["donor"])
+
+
+def test_latentgan_round_trips_and_is_deterministic(fitted_latent, tmp_path):
+    a = fitted_latent.sample(n=40, seed=3)
+    assert (a.X != fitted_latent.sample(n=40, seed=3).X).nnz == 0
+    assert (a.X != fitted_latent.sample(n=40, seed=4).X).nnz > 0
+    fitted_latent.save(tmp_path / "m")
+    again = models.load(tmp_path / "m")
+    assert (a.X != again.sample(n=40, seed=3).X).nnz == 0
+    assert set(again.modules) == {"generator", "latent_generator"}  # the critic is not part of the model
+
+
+def test_latentgan_budget_is_shared_between_the_stages(counts_adata):
+    m = models.get("latentgan", **{**LATENT_TINY, "epochs": 100_000, "max_minutes": 0.1, "ae_share": 0.5})
+    m.fit(counts_adata, label_key="cell_type", progress=False)
+    ae = m.fit_record["autoencoder_seconds"]
+    assert m.fit_record["autoencoder"]["stopped_because"] in ("time budget", "early stopping")
+    assert ae <= 0.5 * 6 + 2  # its share of the 6 s, and set-up
+    assert m.history[-1]["seconds"] <= 6 + 4
+
+
+def test_latentgan_refuses_unknown_gan_options_and_resume(counts_adata, tmp_path):
+    with pytest.raises(InputError, match="gan"):
+        models.get("latentgan", gan={"no_such": 1})
+    m = models.get("latentgan", **LATENT_TINY)
+    with pytest.raises(TrainingError, match="cannot resume"):
+        m.fit(counts_adata, label_key="cell_type", progress=False, checkpoint_dir=tmp_path, resume=True)
+    assert not m.is_fitted
