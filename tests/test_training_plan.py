@@ -281,3 +281,34 @@ def test_a_monitor_sees_a_sampling_copy_at_every_validation_and_costs_no_trainin
     assert [c[0] for c in calls] == [r["g_step"] for r in validated]
     assert all(c[1] == 0.0 for c in calls) and model.history[-1]["seconds"] == 0.0
     assert model.sample(40, seed=0).n_obs == 40  # the model itself is untouched
+
+
+def test_cosine_schedule_lowers_the_rates_over_the_run_and_constant_keeps_them():
+    import torch
+
+    from cellsynth.data.celldata import CellData
+    from cellsynth.data.datasets import simulate
+    from cellsynth.models.vae import NBVAENet
+    from cellsynth.train.likelihood import LikelihoodPlan, LikelihoodSettings
+    from cellsynth.train.plan import LR_FLOOR, lr_factor
+
+    assert lr_factor("cosine", 0.0) == 1.0 and lr_factor("cosine", 1.0) == pytest.approx(LR_FLOOR)
+    assert lr_factor("cosine", 0.5) == pytest.approx((1 + LR_FLOOR) / 2)
+    assert lr_factor("cosine", 2.0) == pytest.approx(LR_FLOOR)  # past the end (a late budget check)
+    assert lr_factor("constant", 0.7) == 1.0
+    with pytest.raises(ValueError, match="lr_schedule"):
+        lr_factor("step", 0.5)
+
+    data = CellData.from_anndata(simulate({"a": 60, "b": 60}, n_genes=20, seed=0), label_key="cell_type")
+    rates = {}
+    for schedule in ("constant", "cosine"):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            net = NBVAENet(data.n_genes, [2], 4, (16,), 0.0, per_label=True, zero_inflated=False)
+            s = LikelihoodSettings(epochs=4, batch_size=32, lr=1e-3, lr_schedule=schedule, patience=0)
+            plan = LikelihoodPlan(net, s, device="cpu", seed=0, progress=False)
+            plan.fit(data)
+        rates[schedule] = plan.optimizers()[0].param_groups[0]["lr"]
+    assert rates["constant"] == 1e-3
+    # set at the start of the last epoch, 3 of 4 epochs into the run
+    assert rates["cosine"] == pytest.approx(1e-3 * lr_factor("cosine", 3 / 4))

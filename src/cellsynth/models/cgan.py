@@ -19,6 +19,7 @@ from ..params import Param, ParamSpec
 from ..train import LOSSES
 from ..train.adversarial import VAL_METRICS, AdversarialPlan, AdversarialSettings
 from ..train.losses import get_loss
+from ..train.plan import LR_SCHEDULES
 from .labeller import predict_labels, train_labeller
 from .model import SyntheticCellModel
 from .registry import register
@@ -168,6 +169,13 @@ PARAMS = ParamSpec(
         Param("batch_size", _S.batch_size, "int", "cells per minibatch", ge=1, le=1_000_000),
         Param("lr_g", 1e-4, "float", "generator learning rate", gt=0),
         Param("lr_d", 1e-4, "float", "critic and classifier learning rate", gt=0),
+        Param(
+            "lr_schedule",
+            _S.lr_schedule,
+            "str",
+            "rates over the run: constant | cosine (to 10%)",
+            choices=LR_SCHEDULES,
+        ),
         Param("lr_marginal", 5e-3, "float", "per-(type, gene) parameters (null: lr_g)", gt=0, optional=True),
         Param("betas", _S.betas, "floats", "Adam's betas (wgan-gp: (0, 0.9))", length=(2, 2), ge=0, lt=1),
         Param("optimizer", _S.optimizer, "str", "optimiser of every network", choices=("adam", "rmsprop")),

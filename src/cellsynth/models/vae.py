@@ -33,6 +33,7 @@ from ..errors import InputError
 from ..nn.blocks import MLP
 from ..params import Param, ParamSpec
 from ..train.likelihood import LikelihoodPlan, LikelihoodSettings
+from ..train.plan import LR_SCHEDULES
 from .model import SyntheticCellModel
 from .nbvae import LOG_THETA_RANGE, draw_nb, nb_log_prob, zinb_log_prob
 from .registry import register
@@ -184,6 +185,13 @@ PARAMS = ParamSpec(
         Param("max_minutes", _S.max_minutes, "float", "time budget (null: none)", gt=0, optional=True),
         Param("batch_size", _S.batch_size, "int", "cells per minibatch", ge=1, le=1_000_000),
         Param("lr", _S.lr, "float", "Adam learning rate", gt=0),
+        Param(
+            "lr_schedule",
+            _S.lr_schedule,
+            "str",
+            "rate over the run: constant | cosine (to 10%)",
+            choices=LR_SCHEDULES,
+        ),
         Param("grad_clip", _S.grad_clip, "float", "gradient norm clip (null: none)", gt=0, optional=True),
         Param("ema_decay", _S.ema_decay, "float", "weights' EMA (null, 0: none)", ge=0, lt=1, optional=True),
         Param("balance", _S.balance, "float", "minibatch type balance (0: as drawn, 1: equal)", ge=0, le=1),

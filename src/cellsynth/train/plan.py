@@ -44,6 +44,23 @@ from .device import make_fabric
 _SNAPSHOT_SECONDS = 20.0
 
 
+#: learning-rate schedules: ``constant``; ``cosine``, from the set rate down to :data:`LR_FLOOR` of it along
+#: a half cosine over the run, whose progress is the larger of the epochs done over ``epochs`` and the
+#: time spent over ``max_minutes`` (set once per epoch)
+LR_SCHEDULES = ("constant", "cosine")
+LR_FLOOR = 0.1
+
+
+def lr_factor(schedule: str, progress: float) -> float:
+    """The multiple of the set learning rate at ``progress`` (0: start, 1: end of the run)."""
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        p = min(max(progress, 0.0), 1.0)
+        return LR_FLOOR + (1.0 - LR_FLOOR) * 0.5 * (1.0 + math.cos(math.pi * p))
+    raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
+
+
 @dataclass
 class TrainSettings:
     """Optimisation settings every training plan shares."""
@@ -67,6 +84,7 @@ class TrainSettings:
     max_rollbacks: int = 3  # divergence: how many times the last good state is restored
     rollback_lr_factor: float = 0.5  # ... each time with the learning rates multiplied by this
     divergence_limit: float = 1e6  # a critic or generator loss beyond this (in magnitude) is a divergence
+    lr_schedule: str = "constant"  # constant | cosine: see LR_SCHEDULES
     extra: dict = field(default_factory=dict)
 
 
@@ -241,6 +259,7 @@ class TrainingPlan:
                 if loop["batch"] == 0:
                     loop["perm"] = self.epoch_rows()
                     loop["sums"] = {}
+                    self._schedule_lr(budget)
                 rolled_back = False
                 while loop["batch"] < self.steps_per_epoch:
                     b = loop["batch"]
@@ -283,6 +302,17 @@ class TrainingPlan:
                     self._write_checkpoint()
                     last_checkpoint = time.monotonic()
         return stopped
+
+    def _schedule_lr(self, budget_seconds: float) -> None:
+        """Set every optimiser's rates for the coming epoch: set rate × schedule × rollback reductions."""
+        s = self.settings
+        if s.lr_schedule == "constant" and not self.rollbacks:
+            return
+        progress = max(self.loop["epoch"] / s.epochs, self.loop["elapsed"] / budget_seconds)
+        factor = lr_factor(s.lr_schedule, progress) * s.rollback_lr_factor ** len(self.rollbacks)
+        for opt, lrs in zip(self.optimizers(), self.base_lrs, strict=True):
+            for group, lr in zip(opt.param_groups, lrs, strict=True):
+                group["lr"] = lr * factor
 
     def _write_checkpoint(self) -> None:
         model = self.loop["best_state"] or self.sampling_module().state_dict()
