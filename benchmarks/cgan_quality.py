@@ -53,6 +53,13 @@ def load_dataset(name: str) -> tuple[ad.AnnData, str]:
     return ad.read_h5ad(path), "cell_type"
 
 
+def halves(name: str):
+    """``(train, test, label_key)``: dataset ``name`` split 50/50 by type (seed 0), as every script here."""
+    adata, label_key = load_dataset(name)
+    train, test = split_by_type(adata, label_key=label_key, test_fraction=0.5, seed=0)
+    return train, test, label_key
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(

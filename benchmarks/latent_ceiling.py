@@ -30,12 +30,11 @@ import numpy as np
 import scipy.sparse as sp
 import smoke  # benchmarks/ is the script's directory
 import torch
-from cgan_quality import load_dataset
+from cgan_quality import halves
 
 from cellsynth import models
 from cellsynth.cli import parse_key_values
 from cellsynth.data.preprocess import expand_genes, normalize_log1p
-from cellsynth.data.split import split_by_type
 from cellsynth.metrics import evaluate
 from cellsynth.models.nbvae import LOG_THETA_RANGE, draw_nb
 from cellsynth.nn.blocks import one_hot_conditions
@@ -106,8 +105,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.smoke:
         args.dataset = "smoke"
-    adata, label_key = load_dataset(args.dataset)
-    train, test = split_by_type(adata, label_key=label_key, test_fraction=0.5, seed=0)
+    train, test, label_key = halves(args.dataset)
     params = parse_key_values(args.param, "--param")
     epochs = smoke.EPOCHS if args.smoke else 1_000_000
     model = models.get("nbvae", max_minutes=args.minutes, epochs=epochs, **params)

@@ -34,11 +34,10 @@ from pathlib import Path
 
 import pandas as pd
 import smoke  # benchmarks/ is the script's directory
-from cgan_quality import load_dataset
+from cgan_quality import halves
 
 from cellsynth import models
 from cellsynth.cli import parse_key_values
-from cellsynth.data.split import split_by_type
 from cellsynth.metrics import evaluate
 
 #: the detector's own settings; its extras (the published-protocol forest, the per-type forests) lighter,
@@ -81,8 +80,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.smoke:
         args.dataset = "smoke"
-    adata, label_key = load_dataset(args.dataset)
-    train, test = split_by_type(adata, label_key=label_key, test_fraction=0.5, seed=0)
+    train, test, label_key = halves(args.dataset)
     settings = {**MONITOR_SETTINGS, **(smoke.EVALUATE if args.smoke else {})}
     peer_epochs = 3 if args.smoke else 300  # CondSCVI.train's default
 
