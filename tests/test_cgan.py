@@ -348,7 +348,7 @@ def test_the_epoch_cap_stops_after_exactly_that_many_epochs(counts_adata):
 def test_c2st_tells_shifted_cells_and_not_cells_of_the_same_distribution():
     import torch
 
-    from cellsynth.train.adversarial import c2st_auc
+    from cellsynth.train.validation import c2st_auc
 
     g = torch.Generator().manual_seed(0)
     real = torch.randn(200, 40, generator=g)

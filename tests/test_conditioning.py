@@ -151,7 +151,7 @@ def test_paired_conditional_mmd_is_not_biased_below_zero():
 
 
 def test_packing_partners_share_the_label_and_are_other_cells():
-    from cellsynth.train.adversarial import same_label_partners
+    from cellsynth.train.objectives import same_label_partners
 
     g = torch.Generator().manual_seed(0)
     labels = torch.tensor([0, 1, 0, 2, 1, 0, 1, 1, 3, 3])

@@ -290,7 +290,7 @@ def test_cosine_schedule_lowers_the_rates_over_the_run_and_constant_keeps_them()
     from cellsynth.data.datasets import simulate
     from cellsynth.models.vae import NBVAENet
     from cellsynth.train.likelihood import LikelihoodPlan, LikelihoodSettings
-    from cellsynth.train.plan import LR_FLOOR, lr_factor
+    from cellsynth.train.optim import LR_FLOOR, lr_factor
 
     assert lr_factor("cosine", 0.0) == 1.0 and lr_factor("cosine", 1.0) == pytest.approx(LR_FLOOR)
     assert lr_factor("cosine", 0.5) == pytest.approx((1 + LR_FLOOR) / 2)

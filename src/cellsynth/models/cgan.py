@@ -17,9 +17,10 @@ from ..errors import RequestError
 from ..nn.blocks import MLP, ConditionalNoise, InputProjection, Projected, ProjectionDiscriminator
 from ..params import Param, ParamSpec
 from ..train import LOSSES
-from ..train.adversarial import VAL_METRICS, AdversarialPlan, AdversarialSettings
+from ..train.adversarial import AdversarialPlan, AdversarialSettings
 from ..train.losses import get_loss
-from ..train.plan import LR_SCHEDULES
+from ..train.optim import LR_SCHEDULES
+from ..train.validation import VAL_METRICS
 from .labeller import predict_labels, train_labeller
 from .model import SyntheticCellModel
 from .registry import register

@@ -33,7 +33,7 @@ from ..errors import InputError
 from ..nn.blocks import MLP
 from ..params import Param, ParamSpec
 from ..train.likelihood import LikelihoodPlan, LikelihoodSettings
-from ..train.plan import LR_SCHEDULES
+from ..train.optim import LR_SCHEDULES
 from .model import SyntheticCellModel
 from .nbvae import LOG_THETA_RANGE, draw_nb, nb_log_prob, zinb_log_prob
 from .registry import register

@@ -29,7 +29,6 @@ from torch.nn import functional as F
 
 from ..data.preprocess import COUNT_NOISE, CountObservation
 from ..data.stats import moments_by_label, principal_axes, zero_fraction_by_label
-from ..errors import TrainingError
 from ..metrics.distribution import mmd_rbf
 from ..nn.blocks import one_hot_conditions
 from .losses import AdversarialLoss
@@ -40,11 +39,14 @@ from .objectives import (
     per_gene_path,
     pooled_mmd,
     r1_penalty,
+    same_label_partners,
     soft_cross_entropy,
     soft_zero,
     sparsity_loss,
 )
-from .plan import TrainingPlan, TrainSettings, set_requires_grad
+from .optim import set_requires_grad
+from .plan import TrainingPlan, TrainSettings
+from .validation import VAL_METRICS, c2st_auc, c2st_reference
 
 
 @dataclass
@@ -65,17 +67,6 @@ class AdversarialSettings(TrainSettings):
     mix_prob: float = 0.1
     count_noise: str = "poisson"  # poisson | pln | rounding | none: see data.preprocess.CountObservation
     val_metric: str = "mmd"  # the score that keeps the best state and stops: see VAL_METRICS
-
-
-#: validation scores (lower is better): ``mmd``, a multi-bandwidth MMD in a PCA space of the training
-#: cells; ``c2st``, a classifier two-sample test — the cross-validated ROC AUC of a small random forest
-#: telling held-out real cells from as many generated ones, in a PCA fitted on both (the benchmark's
-#: detector in miniature). With ``c2st`` the MMD is recorded beside it.
-VAL_METRICS = ("mmd", "c2st")
-_C2ST_CELLS = 1000  # held-out cells (at most) per side of the classifier test
-_C2ST_COMPONENTS = 30
-_C2ST_TREES = 50
-_C2ST_FOLDS = 3
 
 
 #: ``latent_fn(weights, rows, gen, device) -> (z, weights, rows)``: the generator's input for a batch
@@ -166,16 +157,9 @@ class AdversarialPlan(TrainingPlan):
             ref_rows = rng.choice(self.train_rows, min(len(self.train_rows), 1000), replace=False)
         ref_rows = np.sort(ref_rows)
         self.ref_pcs = (torch.from_numpy(data.dense_rows(ref_rows)).to(dev) - self.pca_mean) @ self.pca_basis
-        # the classifier test's real side: held-out cells only (a training subsample would be no test)
-        self.c2st_real = None
-        if self.settings.val_metric == "c2st":
-            held = np.sort(self.val_rows)[:_C2ST_CELLS]
-            if len(held) < 2 * _C2ST_FOLDS:
-                raise TrainingError(
-                    f"val_metric='c2st' needs held-out cells: {len(held)} are held out; raise "
-                    "val_fraction or val_min_cells, or use val_metric='mmd'"
-                )
-            self.c2st_real = torch.from_numpy(data.dense_rows(held)).to(dev)
+        self.c2st_real = (
+            c2st_reference(data, self.val_rows, dev) if self.settings.val_metric == "c2st" else None
+        )
         ref_codes = self.codes_all[ref_rows].to(dev)
         n_val_gen = max(len(ref_rows), 500)
         val_pick = rng.integers(0, len(ref_rows), n_val_gen)
@@ -463,43 +447,3 @@ class AdversarialPlan(TrainingPlan):
 
 def _unpacked(x: torch.Tensor) -> torch.Tensor:
     return x
-
-
-def same_label_partners(labels: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
-    """For each row, another row of the same label (random order within the label, cyclic); a label's
-    only row is its own partner.
-
-    PacGAN (Lin et al. 2018) with packing 2: the critic judges a cell together with a second cell of
-    its type, so it can see when generated cells of a type are too alike (a generator that only makes
-    typical cells passes a critic that sees one cell at a time).
-    """
-    n = len(labels)
-    noise = torch.randperm(n, generator=gen, device=labels.device)
-    order = torch.argsort(labels * n + noise)  # by label, randomly within a label
-    _, counts = torch.unique_consecutive(labels[order], return_counts=True)
-    starts = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
-    sizes = torch.repeat_interleave(counts, counts)
-    pos = torch.arange(n, device=labels.device)
-    nxt = starts + (pos - starts + 1) % sizes
-    partner = torch.empty_like(order)
-    partner[order] = order[nxt]
-    return partner
-
-
-@torch.no_grad()
-def c2st_auc(real: torch.Tensor, fake: torch.Tensor, *, random_state: int = 0) -> float:
-    """Cross-validated ROC AUC of a random forest telling ``fake`` rows from ``real`` rows (cells ×
-    genes) in their union PCA: 0.5 when the forest cannot tell them apart, 1 when it always can."""
-    from ..metrics.detection import classifier_auc
-
-    both = torch.cat([real, fake]).double()
-    both = both - both.mean(0)
-    k = int(min(_C2ST_COMPONENTS, len(both) - 1, both.shape[1]))
-    # principal coordinates from the cells' Gram matrix: exact, and no random draws (cells ≤ 2 × 1000)
-    values, vectors = torch.linalg.eigh(both @ both.T)
-    top = torch.argsort(values, descending=True)[:k]
-    pcs = (vectors[:, top] * values[top].clamp_min(0).sqrt()).float().cpu().numpy()
-    n = len(real)
-    return classifier_auc(
-        pcs[:n], pcs[n:], folds=_C2ST_FOLDS, trees=_C2ST_TREES, random_state=random_state, n_jobs=1
-    )

@@ -143,3 +143,24 @@ def gradient_penalty(critic, real, fake, weights, gen):
     out = critic(mid, weights)
     (grad,) = torch.autograd.grad(out.sum(), mid, create_graph=True)
     return ((grad.norm(2, dim=1) - 1) ** 2).mean()
+
+
+def same_label_partners(labels: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+    """For each row, another row of the same label (random order within the label, cyclic); a label's
+    only row is its own partner.
+
+    PacGAN (Lin et al. 2018) with packing 2: the critic judges a cell together with a second cell of
+    its type, so it can see when generated cells of a type are too alike (a generator that only makes
+    typical cells passes a critic that sees one cell at a time).
+    """
+    n = len(labels)
+    noise = torch.randperm(n, generator=gen, device=labels.device)
+    order = torch.argsort(labels * n + noise)  # by label, randomly within a label
+    _, counts = torch.unique_consecutive(labels[order], return_counts=True)
+    starts = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    sizes = torch.repeat_interleave(counts, counts)
+    pos = torch.arange(n, device=labels.device)
+    nxt = starts + (pos - starts + 1) % sizes
+    partner = torch.empty_like(order)
+    partner[order] = order[nxt]
+    return partner

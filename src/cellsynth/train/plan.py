@@ -38,27 +38,11 @@ from torch import nn
 from ..data.stats import balanced_row_weights, split_validation
 from ..errors import TrainingError
 from .device import make_fabric
+from .optim import ema_with_warmup, lr_factor
 
 # how often the rollback point is renewed: a copy of the whole state (weights, optimisers, EMA) at the end
 # of every epoch would cost in proportion to the number of epochs, which on small data are a few steps each
 _SNAPSHOT_SECONDS = 20.0
-
-
-#: learning-rate schedules: ``constant``; ``cosine``, from the set rate down to :data:`LR_FLOOR` of it along
-#: a half cosine over the run, whose progress is the larger of the epochs done over ``epochs`` and the
-#: time spent over ``max_minutes`` (set once per epoch)
-LR_SCHEDULES = ("constant", "cosine")
-LR_FLOOR = 0.1
-
-
-def lr_factor(schedule: str, progress: float) -> float:
-    """The multiple of the set learning rate at ``progress`` (0: start, 1: end of the run)."""
-    if schedule == "constant":
-        return 1.0
-    if schedule == "cosine":
-        p = min(max(progress, 0.0), 1.0)
-        return LR_FLOOR + (1.0 - LR_FLOOR) * 0.5 * (1.0 + math.cos(math.pi * p))
-    raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
 
 
 @dataclass
@@ -203,7 +187,7 @@ class TrainingPlan:
         if not self.settings.ema_decay:
             return None
         return torch.optim.swa_utils.AveragedModel(
-            module, multi_avg_fn=_ema_with_warmup(self.settings.ema_decay), use_buffers=True
+            module, multi_avg_fn=ema_with_warmup(self.settings.ema_decay), use_buffers=True
         )
 
     # ------------------------------------------------------------------ the loop
@@ -463,18 +447,3 @@ class _StopSignals:
     def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
-
-
-def _ema_with_warmup(decay: float):
-    """EMA whose effective decay ramps up (1/(n+1) at first), so early weights do not linger."""
-
-    def update(averaged, current, num_averaged):
-        weight = max(1.0 - decay, 1.0 / (float(num_averaged) + 1.0))
-        torch._foreach_lerp_(averaged, current, weight)
-
-    return update
-
-
-def set_requires_grad(params, flag: bool) -> None:
-    for p in params:
-        p.requires_grad_(flag)
