@@ -347,19 +347,7 @@ class CGAN(SyntheticCellModel):
     def _fit(self, data, *, device, seed, progress, checkpoint=None, resume=None):
         latent_fn = self._training_latent(data, device=device, seed=seed, progress=progress)
         self._prepare_critic(data, seed)
-        self.modules["generator"].init_offset(torch.from_numpy(label_mean_profile(data)))
-        k = int(self.params["init_variation"])
-        if k:
-            comps, sd = within_type_axes(data, k, seed)
-            freq = np.bincount(data.label.codes, minlength=data.label.n).astype(np.float32)
-            self.modules["generator"].init_variation(
-                torch.from_numpy(comps),
-                torch.from_numpy(sd),
-                torch.from_numpy(freq),
-                torch.Generator().manual_seed(seed),
-            )
-        if self._learns_dispersion():
-            self.modules["generator"].init_dispersion(torch.from_numpy(label_dispersion(data)))
+        self._start_generator(data, device=device, seed=seed, progress=progress, resume=resume)
         plan = AdversarialPlan(
             self.modules["generator"],
             self.modules["discriminator"],
@@ -385,6 +373,23 @@ class CGAN(SyntheticCellModel):
             self.fit_record["rollbacks"] = result.rollbacks
         if not self.conditional:
             self.fit_record["labeller_accuracy"] = train_labeller(self.modules["classifier"], data, seed)
+
+    def _start_generator(self, data, *, device, seed, progress, resume) -> None:  # noqa: ARG002
+        """The generator's starting point, from the data's statistics: each type's mean profile, the
+        within-type axes (``init_variation``) and the count draw's dispersion."""
+        self.modules["generator"].init_offset(torch.from_numpy(label_mean_profile(data)))
+        k = int(self.params["init_variation"])
+        if k:
+            comps, sd = within_type_axes(data, k, seed)
+            freq = np.bincount(data.label.codes, minlength=data.label.n).astype(np.float32)
+            self.modules["generator"].init_variation(
+                torch.from_numpy(comps),
+                torch.from_numpy(sd),
+                torch.from_numpy(freq),
+                torch.Generator().manual_seed(seed),
+            )
+        if self._learns_dispersion():
+            self.modules["generator"].init_dispersion(torch.from_numpy(label_dispersion(data)))
 
     # ------------------------------------------------------------------ sampling
     def sample(self, n=None, *, per_type=None, mix=None, **kw):

@@ -28,13 +28,10 @@ import numpy as np
 import torch
 
 from ..errors import TrainingError
-from ..nn.blocks import one_hot_conditions
 from ..params import Param
 from .cgan import CGAN, ConditionalGenerator
 from .registry import register
-from .vae import NBVAE
-
-_ENCODE_ROWS = 4096  # cells encoded at a time
+from .vae import NBVAE, encode_means
 
 #: the cgan's parameters for codes instead of expression: the critic sees the codes themselves, no zeros
 #: to match and no counts to draw (the decoder draws them)
@@ -125,23 +122,9 @@ class LatentGAN(NBVAE):
             "autoencoder_seconds": round(ae_seconds, 3),
         }
 
-    @torch.no_grad()
     def encode(self, data) -> np.ndarray:
         """The posterior means of ``data``'s cells (cells × ``z_dim``), from the fitted encoder."""
-        net = self.modules["generator"]
-        was = net.training
-        net.eval()
-        sizes = [c.n for c in data.conditions]
-        codes = torch.from_numpy(data.codes)
-        out = []
-        for start in range(0, data.n_cells, _ENCODE_ROWS):
-            rows = np.arange(start, min(start + _ENCODE_ROWS, data.n_cells))
-            x = torch.from_numpy(data.dense_rows(rows))
-            w = one_hot_conditions(codes[rows], sizes)
-            stats = net.encoder(torch.cat([x, *w], dim=1)).float()
-            out.append(stats[:, : net.z_dim].numpy())
-        net.train(was)
-        return np.concatenate(out)
+        return encode_means(self.modules["generator"], data)
 
     def _stage_monitor(self, offset: float):
         """The user's monitor during the GAN stage: a copy of this model with the GAN's weights so far."""

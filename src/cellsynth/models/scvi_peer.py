@@ -391,14 +391,14 @@ def _stop_callback(max_minutes: float | None):
     trainer."""
     from lightning.pytorch.callbacks import Callback
 
-    from ..train.plan import _StopSignals
+    from ..train.signals import StopSignals
 
     class StopCallback(Callback):
         def __init__(self):
             self.budget = math.inf if max_minutes is None else 60.0 * max_minutes
             self.epoch_seconds: list[float] = []
             self.reason: str | None = None
-            self._signals = _StopSignals()
+            self._signals = StopSignals()
             self._started = 0.0
 
         def on_train_start(self, trainer, pl_module):  # noqa: ARG002

@@ -30,7 +30,7 @@ from torch import nn
 from ..data.preprocess import TARGET_SUM, expand_genes, normalize_log1p
 from ..data.stats import label_dispersion, label_mean_profile, moments_by_label
 from ..errors import InputError
-from ..nn.blocks import MLP
+from ..nn.blocks import MLP, one_hot_conditions
 from ..params import Param, ParamSpec
 from ..train.likelihood import LikelihoodPlan, LikelihoodSettings
 from ..train.optim import LR_SCHEDULES
@@ -40,6 +40,7 @@ from .registry import register
 
 _LOG_2PI = float(np.log(2 * np.pi))
 _BLOCK_ROWS = 2048  # cells per block of the sampling draws (bounds the dense float64 work arrays)
+_ENCODE_ROWS = 4096  # cells encoded at a time
 
 
 # ---------------------------------------------------------------------- networks
@@ -165,6 +166,24 @@ class NBVAENet(ConditionalVAENet):
         if self.log_theta.shape[0] == 1:
             log_theta = (label_freq / label_freq.sum()) @ log_theta
         self.log_theta.copy_(torch.from_numpy(np.atleast_2d(log_theta)).clamp(*LOG_THETA_RANGE))
+
+
+@torch.no_grad()
+def encode_means(net: ConditionalVAENet, data) -> np.ndarray:
+    """The posterior means of ``data``'s cells (cells × ``z_dim``) under ``net``'s encoder."""
+    was = net.training
+    net.eval()
+    sizes = [c.n for c in data.conditions]
+    codes = torch.from_numpy(data.codes)
+    out = []
+    for start in range(0, data.n_cells, _ENCODE_ROWS):
+        rows = np.arange(start, min(start + _ENCODE_ROWS, data.n_cells))
+        x = torch.from_numpy(data.dense_rows(rows))
+        w = one_hot_conditions(codes[rows], sizes)
+        stats = net.encoder(torch.cat([x, *w], dim=1)).float()
+        out.append(stats[:, : net.z_dim].numpy())
+    net.train(was)
+    return np.concatenate(out)
 
 
 # ---------------------------------------------------------------------- parameters

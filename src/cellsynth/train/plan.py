@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import copy
 import math
-import signal
-import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -39,6 +37,7 @@ from ..data.stats import balanced_row_weights, split_validation
 from ..errors import TrainingError
 from .device import make_fabric
 from .optim import ema_with_warmup, lr_factor
+from .signals import StopSignals
 
 # how often the rollback point is renewed: a copy of the whole state (weights, optimisers, EMA) at the end
 # of every epoch would cost in proportion to the number of epochs, which on small data are a few steps each
@@ -69,6 +68,7 @@ class TrainSettings:
     rollback_lr_factor: float = 0.5  # ... each time with the learning rates multiplied by this
     divergence_limit: float = 1e6  # a critic or generator loss beyond this (in magnitude) is a divergence
     lr_schedule: str = "constant"  # constant | cosine: see LR_SCHEDULES
+    validate_start: bool = False  # score the state training starts from, as a candidate to keep
     extra: dict = field(default_factory=dict)
 
 
@@ -213,6 +213,11 @@ class TrainingPlan:
         self.rollbacks: list[dict] = []
         if resume is not None:
             self.load_state(resume)
+        elif s.validate_start:  # the starting state is a candidate too (a pre-trained start)
+            self._started = time.monotonic()
+            start = {"epoch": 0, "g_step": 0, "seconds": 0.0}
+            self._validate(start, 0)
+            self.loop["history"].append(start)
         self._take_snapshot()
         stopped = self._run()
         if self.loop["best_state"] is None:  # no validation ran (e.g. interrupted in the first epoch)
@@ -238,7 +243,7 @@ class TrainingPlan:
             unit="epoch",
             enabled=self.show_progress,
         )
-        with bar, _StopSignals() as signals:
+        with bar, StopSignals() as signals:
             while loop["epoch"] < s.epochs:
                 if loop["batch"] == 0:
                     loop["perm"] = self.epoch_rows()
@@ -325,26 +330,30 @@ class TrainingPlan:
             record[column] = sums.get(total, 0.0) / max(sums.get(count, 0.0), 1)
         step = self.step_count()
         if step - loop["last_val_step"] >= s.val_every_steps or last:
-            loop["last_val_step"] = step
-            scores = self.validation_scores()
-            score = scores[self.val_key]
-            record.update(scores)
-            if self.monitor is not None:
-                t0 = time.monotonic()
-                record.update(self.monitor(step, record["seconds"], self.sampling_module().state_dict()))
-                self._started += time.monotonic() - t0
-            if score < loop["best_score"]:
-                loop["best_score"] = score
-                loop["best_state"] = copy.deepcopy(self.sampling_module().state_dict())
-                loop["stale"] = 0
-            else:
-                loop["stale"] += 1
+            self._validate(record, step)
         loop["history"].append(record)
         loop["epoch"] += 1
         loop["batch"] = 0
         if time.monotonic() - self._good_at >= _SNAPSHOT_SECONDS:
             self._take_snapshot()
         return record
+
+    def _validate(self, record: dict, step: int) -> None:
+        """Score the model now (and call the monitor) into ``record``; keep its state if the best."""
+        loop = self.loop
+        loop["last_val_step"] = step
+        scores = self.validation_scores()
+        record.update(scores)
+        if self.monitor is not None:
+            t0 = time.monotonic()
+            record.update(self.monitor(step, record["seconds"], self.sampling_module().state_dict()))
+            self._started += time.monotonic() - t0
+        if scores[self.val_key] < loop["best_score"]:
+            loop["best_score"] = scores[self.val_key]
+            loop["best_state"] = copy.deepcopy(self.sampling_module().state_dict())
+            loop["stale"] = 0
+        else:
+            loop["stale"] += 1
 
     # ------------------------------------------------------------------ divergence
     def _divergence(self, out: dict[str, float]) -> str | None:
@@ -421,29 +430,3 @@ class TrainingPlan:
             torch.cuda.set_rng_state(state["rng"]["cuda_global"], self.device)
         self.rollbacks = list(state.get("rollbacks", []))
         self.load_state_parts(state["parts"])
-
-
-class _StopSignals:
-    """SIGTERM and SIGINT ask the loop to stop at the next step (a second SIGINT interrupts at once).
-
-    Handlers are installed only in the main thread (Python allows no other) and restored on exit.
-    """
-
-    def __init__(self):
-        self.received: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def _handle(self, signum, frame):  # noqa: ARG002
-        if self.received is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.received = signum
-
-    def __enter__(self) -> _StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)

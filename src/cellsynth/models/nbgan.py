@@ -1,0 +1,241 @@
+"""``nbgan``: a conditional GAN whose generator starts as the decoder of a negative-binomial autoencoder.
+
+Two stages, the second the cgan's own adversarial training:
+
+1. an ``nbvae`` (:class:`~cellsynth.models.vae.NBVAE`) learns to encode the training cells into
+   ``z_dim`` dimensions and to decode them into a profile (softmax over genes) and a per-(type, gene)
+   inverse dispersion θ;
+2. the generator is that decoder, fed with the cgan's per-type noise modulation
+   ``z' = mean[type] + dev[type] z`` (``dev`` a lower-triangular matrix per type,
+   :class:`TypeGaussianNoise`) started at each type's distribution of codes (the mean and covariance of
+   its cells' posterior means), with Poisson–log-normal counts of over-dispersion 1/θ —
+   a per-type Gaussian in the autoencoder's latent space, decoded. The cgan's adversarial training
+   (critic in a PCA of the cells, auxiliary classifier, per-type MMD, moment and zero-fraction matches,
+   label mixing, covariates) then fine-tunes all of it: the noise embeddings, the decoder and the
+   per-(type, gene) offsets and dispersions.
+
+A likelihood model cannot be more realistic than its decoder; a GAN trained from scratch on a few
+hundred cells spends its budget finding what the decoder already knows and its critic overfits them.
+Here the start is the decoder (the state before adversarial training is validated as a candidate and
+kept if nothing later beats it), and the critic judges whole cells, so training can go past the
+decoder.
+
+With a time budget (``max_minutes``) the autoencoder gets ``ae_share`` of it (less if its own early
+stopping ends it sooner) and the adversarial stage the rest. Checkpoints are written in the adversarial
+stage: a run interrupted there resumes where it stopped (the autoencoder is not refitted); one interrupted
+during the autoencoder has nothing to resume.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import InputError
+from ..params import Param, ParamSpec
+from .cgan import CGAN, PARAMS
+from .registry import register
+from .vae import NBVAE, NBVAENet, encode_means
+
+#: the nbvae parameters the ``ae`` mapping may set (the latent size and the decoder's widths are the
+#: nbgan's own ``z_dim`` and ``g_hidden``; the budget and the held-out cells are shared)
+AE_OPTIONS = tuple(
+    p.name
+    for p in NBVAE.param_spec
+    if p.name
+    not in (
+        "z_dim", "hidden", "dispersion", "zero_inflated", "max_minutes", "val_fraction", "val_min_cells",
+        "checkpoint_minutes",
+    )
+)  # fmt: skip
+#: the cgan parameters that mean nothing here: the generator's input is normal noise of the latent's
+#: size, and it starts from the autoencoder, not from the data's within-type axes
+_UNUSED = ("input_space", "init_variation")
+
+
+class TypeGaussianNoise(nn.Module):
+    """``z' = mean[c] + dev[c] z``: the cgan's per-condition noise modulation with each type's deviation a
+    lower-triangular matrix (a full covariance: a type's codes are correlated) instead of a diagonal.
+
+    Several keys sum their mean embeddings (covariates start at zero); the deviation is the label's (soft
+    labels: the weighted matrices).
+    """
+
+    def __init__(self, sizes: Sequence[int], dim: int):
+        super().__init__()
+        self.dim = dim
+        self.mean = nn.ParameterList([nn.Parameter(torch.zeros(n, dim)) for n in sizes])
+        self.dev = nn.Parameter(torch.eye(dim).repeat(sizes[0], 1, 1))
+
+    def forward(self, z: torch.Tensor, weights: Sequence[torch.Tensor]) -> torch.Tensor:
+        mean = sum(w.to(z.dtype) @ m.to(z.dtype) for w, m in zip(weights, self.mean, strict=True))
+        dev = torch.tril(self.dev).to(z.dtype)
+        scaled = torch.einsum("lij,nj->nli", dev, z)  # each cell's noise through every type's matrix
+        return mean + (weights[0].to(z.dtype)[:, :, None] * scaled).sum(1)
+
+
+class DecoderGenerator(nn.Module):
+    """``z → z' = mean[c] + z ⊙ dev[c] → decoder → log1p(ρ · 1e4)``: the cgan's generator interface
+    (``forward(z, weights) -> (x, pre)``, ``noise``, ``z_dim``, per-(type, gene) ``log_dispersion``)
+    around an nbvae's decoder (its encoder is not kept)."""
+
+    def __init__(
+        self, n_genes: int, sizes: Sequence[int], z_dim: int, hidden: Sequence[int], dispersion: bool
+    ):
+        super().__init__()
+        self.z_dim = z_dim
+        self.nonnegative = True
+        self.noise = TypeGaussianNoise(sizes, z_dim)
+        # the decoder of NBVAENet(hidden reversed): its widths are ``hidden``
+        self.vae = NBVAENet(
+            n_genes, sizes, z_dim, tuple(hidden)[::-1], 0.0, per_label=True, zero_inflated=False
+        )
+        del self.vae.encoder
+        self.log_dispersion = nn.Parameter(torch.full((sizes[0], n_genes), -2.0)) if dispersion else None
+
+    def marginal_parameters(self) -> list[nn.Parameter]:
+        """Per-(type, gene) parameters: the decoder's type offsets and the count draw's dispersion."""
+        extra = [] if self.log_dispersion is None else [self.log_dispersion]
+        return [self.vae.offset, *extra]
+
+    def dispersion(self, weights: Sequence[torch.Tensor]) -> torch.Tensor | None:
+        """cells × genes over-dispersion for cells with conditions ``weights`` (mixtures: geometric)."""
+        if self.log_dispersion is None:
+            return None
+        return torch.exp(weights[0].float() @ self.log_dispersion.float())
+
+    def forward(self, z: torch.Tensor, weights: Sequence[torch.Tensor]):
+        x = self.vae.generate(self.noise(z, weights), weights)
+        return x, x
+
+    @torch.no_grad()
+    def start_from(self, autoencoder: NBVAENet, codes: np.ndarray, labels: np.ndarray) -> None:
+        """Take ``autoencoder``'s decoder, and start the noise of each type at its cells' ``codes``
+        (mean and deviation per dimension); covariates start neutral (the decoder sees them)."""
+        state = {k: v for k, v in autoencoder.state_dict().items() if not k.startswith("encoder.")}
+        self.vae.load_state_dict(state)
+        n_labels = self.noise.mean[0].shape[0]
+        mean = np.zeros((n_labels, self.z_dim))
+        chol = np.tile(np.eye(self.z_dim), (n_labels, 1, 1))
+        for c in range(n_labels):
+            rows = codes[labels == c]
+            if len(rows):
+                mean[c] = rows.mean(0)
+            if len(rows) > 1:
+                # the type's covariance, shrunk towards its diagonal where cells are few
+                cov = np.cov(rows, rowvar=False).reshape(self.z_dim, self.z_dim)
+                shrink = min(1.0, self.z_dim / len(rows))
+                cov = (1 - shrink) * cov + shrink * np.diag(np.diag(cov)) + 1e-6 * np.eye(self.z_dim)
+                chol[c] = np.linalg.cholesky(cov)
+        self.noise.mean[0].copy_(torch.from_numpy(mean))
+        self.noise.dev.copy_(torch.from_numpy(chol))
+        for k in range(1, len(self.noise.mean)):
+            self.noise.mean[k].zero_()
+        if self.log_dispersion is not None:  # Poisson–log-normal of variance 1/θ: the NB's over-dispersion
+            theta = autoencoder.theta([torch.eye(n_labels)])
+            self.log_dispersion.copy_(-torch.log(theta).clamp(-7.0, 5.0))
+
+
+@register
+class NBGAN(CGAN):
+    """NB-GAN: a conditional GAN whose generator starts as a trained negative-binomial count decoder."""
+
+    name = "nbgan"
+    _ae_seconds = 0.0
+    param_spec = ParamSpec([p for p in PARAMS if p.name not in _UNUSED]).with_defaults(
+        z_dim=32, g_hidden=(256, 256)
+    ).extend(
+        Param("ae_share", 0.3, "float", "share of max_minutes for the autoencoder (the rest: the GAN)",
+              gt=0, lt=1),
+        Param("ae", {}, "dict", "the autoencoder's nbvae parameters", keys=AE_OPTIONS),
+    )  # fmt: skip
+
+    def _z_dim(self, n_genes: int) -> int:  # noqa: ARG002
+        return int(self.params["z_dim"])
+
+    def _noise_fn(self):
+        z_dim = int(self.params["z_dim"])
+
+        def normal(n, g, d):
+            return torch.randn(n, z_dim, generator=g, device=d)
+
+        return normal
+
+    def _training_latent(self, data, *, device, seed, progress):  # noqa: ARG002
+        return None
+
+    def _build(self, sizes, n_genes):
+        modules = super()._build(sizes, n_genes)
+        p = self.params
+        modules["generator"] = DecoderGenerator(
+            n_genes, sizes, int(p["z_dim"]), p["g_hidden"], dispersion=self._learns_dispersion()
+        )
+        return modules
+
+    def _autoencoder(self) -> NBVAE:
+        p = self.params
+        ae = {**p["ae"], "z_dim": p["z_dim"], "hidden": tuple(p["g_hidden"])[::-1]}
+        for k in ("val_fraction", "val_min_cells"):
+            ae[k] = p[k]
+        if p["max_minutes"] is not None:
+            ae["max_minutes"] = float(p["max_minutes"]) * float(p["ae_share"])
+        return NBVAE(**ae)
+
+    def _start_generator(self, data, *, device, seed, progress, resume) -> None:
+        self._ae_seconds = 0.0
+        if resume is not None:  # every weight comes back from the checkpoint
+            return
+        if data.library is None:
+            self.info = None  # nothing was fitted
+            raise InputError(
+                f"model nbgan needs raw counts but the data are {data.preprocessing.representation}; "
+                "give the counts (--layer/layer= the counts layer), or fit model cgan on log-normalised "
+                "or scaled data"
+            )
+        started = time.monotonic()
+        ae = self._autoencoder()
+        ae.info = self.info
+        ae.modules = ae._build([c.n for c in data.conditions], data.n_genes)
+        ae._fit(data, device=device, seed=seed, progress=progress)
+        net = ae.modules["generator"].to("cpu")
+        codes = encode_means(net, data)
+        self.modules["generator"].start_from(net, codes, data.label.codes)
+        self._ae_seconds = time.monotonic() - started
+        self._ae_history, self._ae_record = ae.history, ae.fit_record
+
+    def _settings(self):
+        settings = super()._settings()
+        settings.validate_start = True
+        if settings.max_minutes is not None:
+            settings.max_minutes = max(settings.max_minutes - self._ae_seconds / 60.0, 1e-3)
+        return settings
+
+    def _plan_monitor(self):
+        inner = super()._plan_monitor()
+        if inner is None:
+            return None
+        offset = self._ae_seconds
+
+        def monitor(step: int, seconds: float, model_state: dict) -> dict:
+            return inner(step, seconds + offset, model_state)
+
+        return monitor
+
+    def _fit(self, data, *, device, seed, progress, checkpoint=None, resume=None):
+        self._ae_history, self._ae_record = [], {}
+        super()._fit(data, device=device, seed=seed, progress=progress, checkpoint=checkpoint, resume=resume)
+        offset = self._ae_seconds
+        gan = [{**r, "stage": "gan", "seconds": r["seconds"] + offset} for r in self.history]
+        self.history = [{**r, "stage": "autoencoder"} for r in self._ae_history] + gan
+        if self._ae_record:
+            self.fit_record["autoencoder"] = {
+                k: self._ae_record[k] for k in ("stopped_because", "best_val") if k in self._ae_record
+            }
+            self.fit_record["autoencoder_seconds"] = round(offset, 3)
+
+
+__all__ = ["AE_OPTIONS", "DecoderGenerator", "NBGAN"]

@@ -1,0 +1,112 @@
+"""nbgan: a cgan whose generator starts as a trained NB decoder — the start, both stages, round trips."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from cellsynth import models
+from cellsynth.errors import InputError
+from cellsynth.models.nbgan import DecoderGenerator
+from cellsynth.models.vae import NBVAENet
+
+TINY = dict(
+    epochs=3,
+    val_every_steps=5,
+    z_dim=8,
+    g_hidden=(32, 32),
+    d_hidden=(32, 16),
+    c_hidden=(16,),
+    ae={"epochs": 3},
+)
+
+
+@pytest.fixture(scope="module")
+def fitted(counts_adata):
+    m = models.get("nbgan", **TINY)
+    return m.fit(counts_adata, label_key="cell_type", condition_keys=["donor"], progress=False, seed=0)
+
+
+def test_the_generator_starts_as_the_decoder_of_each_types_codes():
+    torch.manual_seed(0)
+    sizes, genes, z_dim = [3, 2], 20, 4
+    ae = NBVAENet(genes, sizes, z_dim, (16, 8), 0.0, per_label=True, zero_inflated=False)
+    with torch.no_grad():
+        ae.log_theta.copy_(torch.randn(3, genes))
+    gen = DecoderGenerator(genes, sizes, z_dim, (8, 16), dispersion=True)
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], 400)
+    mix = np.array([[[1, 0, 0, 0], [0.8, 0.6, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0.5]]] * 3)  # correlated codes
+    centres = np.array([[0.0] * 4, [3.0] * 4, [-2.0, 1.0, 0.0, 5.0]])
+    codes = centres[labels] + np.einsum("nij,nj->ni", mix[labels], rng.standard_normal((1200, z_dim)))
+    gen.start_from(ae, codes, labels)
+
+    # the noise of each type is its codes' Gaussian: mean and (full) covariance
+    n = 20_000
+    for c in range(3):
+        w = [
+            F.one_hot(torch.full((n,), c), 3).float(),
+            F.one_hot(torch.zeros(n, dtype=torch.long), 2).float(),
+        ]
+        drawn = gen.noise(torch.randn(n, z_dim), w).detach().numpy()
+        real = codes[labels == c]
+        np.testing.assert_allclose(drawn.mean(0), real.mean(0), atol=0.05)
+        np.testing.assert_allclose(np.cov(drawn, rowvar=False), np.cov(real, rowvar=False), atol=0.08)
+
+    # decoded as the autoencoder decodes; the covariates reach the decoder only
+    z = torch.randn(6, z_dim)
+    w = [
+        F.one_hot(torch.tensor([0, 1, 2, 0, 1, 2]), 3).float(),
+        F.one_hot(torch.tensor([0, 1] * 3), 2).float(),
+    ]
+    x, pre = gen(z, w)
+    torch.testing.assert_close(x, ae.generate(gen.noise(z, w), w), rtol=1e-5, atol=1e-5)
+    assert torch.equal(x, pre) and (x >= 0).all()
+    # the count draw's over-dispersion is the decoder's 1/θ, per type
+    torch.testing.assert_close(gen.dispersion(w), 1.0 / ae.theta(w), rtol=1e-5, atol=1e-6)
+
+
+def test_both_stages_run_and_the_start_is_a_validated_candidate(fitted, counts_adata):
+    stages = [r["stage"] for r in fitted.history]
+    assert stages == ["autoencoder"] * 3 + ["gan"] * 4  # the GAN's step-0 validation, then its epochs
+    start = fitted.history[3]
+    assert start["g_step"] == 0 and "val_mmd" in start
+    seconds = [r["seconds"] for r in fitted.history]
+    assert seconds == sorted(seconds)
+    assert fitted.fit_record["autoencoder"]["stopped_because"] == "epochs"
+    out = fitted.sample(per_type={"alpha": 30, "rare": 10}, seed=0)
+    assert out.obs["cell_type"].astype(str).value_counts().to_dict() == {"alpha": 30, "rare": 10}
+    X = out.X.toarray()
+    assert np.array_equal(X, np.round(X)) and X.min() >= 0 and (X > 0).any()
+    assert set(out.obs["donor"]) <= set(counts_adata.obs["donor"])
+
+
+def test_nbgan_round_trips_and_is_deterministic(fitted, tmp_path):
+    a = fitted.sample(n=40, seed=3)
+    assert (a.X != fitted.sample(n=40, seed=3).X).nnz == 0
+    assert (a.X != fitted.sample(n=40, seed=4).X).nnz > 0
+    fitted.save(tmp_path / "m")
+    again = models.load(tmp_path / "m")
+    assert (a.X != again.sample(n=40, seed=3).X).nnz == 0
+    assert not any(k.startswith("vae.encoder") for k in again.modules["generator"].state_dict())
+
+
+def test_the_budget_is_shared_between_the_stages(counts_adata):
+    m = models.get("nbgan", **{**TINY, "epochs": 100_000, "max_minutes": 0.1, "ae": {"epochs": 100_000}})
+    m.fit(counts_adata, label_key="cell_type", progress=False)
+    assert m.fit_record["autoencoder"]["stopped_because"] in ("time budget", "early stopping")
+    assert m.fit_record["autoencoder_seconds"] <= 0.3 * 6 + 2  # its share of the 6 s, and set-up
+    assert m.history[-1]["seconds"] <= 6 + 4
+
+
+def test_nbgan_refuses_what_it_cannot_fit(counts_adata):
+    with pytest.raises(InputError, match="ae"):
+        models.get("nbgan", ae={"z_dim": 4})  # the latent size is the nbgan's own z_dim
+    logged = counts_adata.copy()
+    logged.X = np.log1p(logged.X.toarray())
+    m = models.get("nbgan", **TINY)
+    with pytest.raises(InputError, match="nbgan needs raw counts"):
+        m.fit(logged, label_key="cell_type", representation="log1p", progress=False)
+    assert not m.is_fitted
