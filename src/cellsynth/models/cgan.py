@@ -210,6 +210,7 @@ PARAMS = ParamSpec(
             "validation score: mmd | c2st (held-out forest AUC)",
             choices=VAL_METRICS,
         ),
+        Param("validate_start", _S.validate_start, "bool", "score the starting state too (kept if best)"),
         Param("patience", _S.patience, "int", "validations without improvement (0: no stop)", ge=0),
         Param("checkpoint_minutes", _S.checkpoint_minutes, "float", "minutes between checkpoints", ge=0),
         Param("max_rollbacks", _S.max_rollbacks, "int", "divergence: restores of the last good state", ge=0),

@@ -146,8 +146,10 @@ class NBGAN(CGAN):
 
     name = "nbgan"
     _ae_seconds = 0.0
+    # the start (the decoder) is a candidate to keep: on a few hundred cells adversarial steps can only
+    # make it worse (docs/benchmarks.md, "nbgan")
     param_spec = ParamSpec([p for p in PARAMS if p.name not in _UNUSED]).with_defaults(
-        z_dim=32, g_hidden=(256, 256)
+        z_dim=32, g_hidden=(256, 256), validate_start=True
     ).extend(
         Param("ae_share", 0.3, "float", "share of max_minutes for the autoencoder (the rest: the GAN)",
               gt=0, lt=1),
@@ -209,7 +211,6 @@ class NBGAN(CGAN):
 
     def _settings(self):
         settings = super()._settings()
-        settings.validate_start = True
         if settings.max_minutes is not None:
             settings.max_minutes = max(settings.max_minutes - self._ae_seconds / 60.0, 1e-3)
         return settings
