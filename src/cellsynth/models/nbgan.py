@@ -146,8 +146,8 @@ class NBGAN(CGAN):
 
     name = "nbgan"
     _ae_seconds = 0.0
-    # the start (the decoder) is a candidate to keep: on a few hundred cells adversarial steps can only
-    # make it worse (docs/benchmarks.md, "nbgan")
+    # the start (the decoder) is a candidate to keep: on pbmc68k's few hundred training cells adversarial
+    # steps made it more detectable (docs/benchmarks.md, "nbgan")
     param_spec = ParamSpec([p for p in PARAMS if p.name not in _UNUSED]).with_defaults(
         z_dim=32, g_hidden=(256, 256), validate_start=True
     ).extend(
