@@ -119,6 +119,24 @@ def test_garage_leakage(scripts, tmp_path):
     assert all(0 <= seeded[k] <= 1 for k in arms)
 
 
+def test_scaling(scripts, tmp_path):
+    csv, png = tmp_path / "scaling.csv", tmp_path / "scaling.png"
+    out = smoke(scripts, "scaling.py", "--out", str(csv), "--plot", str(png))
+    table = pd.read_csv(csv)
+    assert (table["status"] == "done").all(), table["error"].tolist()
+    # each size's training cells (the split keeps a few cells of every type out), more for the larger
+    assert len(table) == 2 and table["train_cells"].iloc[0] < table["train_cells"].iloc[1]
+    assert table["train_cells"].between(150, 450).all() and (table["steps"] > 0).all()
+    for row in table.to_dict("records"):
+        assert_finite(row, ["fit_minutes", "detection_auc", "peak_rss_gb"])
+    assert result_values(out) == {"configurations": 2.0, "failed": 0.0}
+    assert png.stat().st_size > 0
+    # a rerun keeps both configurations: nothing is fitted again, the rows stay
+    again = smoke(scripts, "scaling.py", "--out", str(csv))
+    assert again.count("kept (") == 2
+    pd.testing.assert_frame_equal(pd.read_csv(csv), table)
+
+
 def test_garage_claim(scripts, tmp_path):
     csv = tmp_path / "claim.csv"
     out = smoke(scripts, "garage_claim.py", "--out", str(csv))

@@ -114,3 +114,20 @@ def test_duplicate_names_are_an_input_error_naming_them(axis, noun):
     message = rf"adata: 1 {noun} name occurs more than once \('{names[2]}' ×2\) — call adata\.{axis}_"
     with pytest.raises(InputError, match=message):
         CellData.from_anndata(adata, label_key="cell_type")
+
+
+def test_simulated_gene_programs_make_genes_co_vary_within_a_type():
+    def within_type_corr(adata):
+        counts = adata.X.toarray()[(adata.obs["cell_type"] == "a").to_numpy()]
+        x = np.log1p(counts / counts.sum(1, keepdims=True) * 1e4)  # library size out
+        x = x[:, x.mean(0) > 1.0]  # well-expressed genes: correlations not drowned by zeros
+        c = np.corrcoef(x, rowvar=False)
+        return np.abs(c[np.triu_indices_from(c, 1)]).mean()
+
+    sizes, kw = {"a": 600, "b": 100}, dict(n_genes=100, mean_library=5000, seed=4)
+    plain = simulate(sizes, **kw)
+    programs = simulate(sizes, programs=3, program_sd=1.0, **kw)
+    assert within_type_corr(programs) > 2 * within_type_corr(plain)
+    # programs off: the draws are the ones the library always made
+    again = simulate(sizes, programs=0, **kw)
+    assert (plain.X != again.X).nnz == 0

@@ -41,6 +41,8 @@ def simulate(
     dispersion: float = 0.5,
     mean_library: float = 600.0,
     covariates: Mapping[str, int] | None = None,
+    programs: int = 0,
+    program_sd: float = 0.5,
     seed: int = 0,
 ) -> ad.AnnData:
     """Seeded negative-binomial counts with cell types of chosen sizes (rare ones too).
@@ -55,6 +57,11 @@ def simulate(
     covariates
         Extra categorical obs columns with that many levels each, e.g. ``{"donor": 2}``; each level
         scales a random tenth of the genes, so the covariate is learnable.
+    programs
+        Gene programs that vary continuously within every type (0: none, genes independent given the
+        type). Each program loads on a random tenth of the genes with normal weights of sd
+        ``program_sd``; each cell has a standard-normal activity per program, and its expected profile
+        is scaled by ``exp(activities @ loadings)``: genes co-vary within types, as in real cells.
     seed
         Seed of the generator that draws everything.
     """
@@ -83,6 +90,12 @@ def simulate(
         mu = mu * effect[level]
         mu /= mu.sum(axis=1, keepdims=True)
         obs[key] = pd.Categorical([f"{key}_{lv}" for lv in level])
+    if programs:
+        mask = rng.random((programs, n_genes)) < 0.1
+        loadings = rng.normal(0.0, program_sd, size=(programs, n_genes)) * mask
+        activity = rng.standard_normal((n, programs))
+        mu = mu * np.exp(activity @ loadings)
+        mu /= mu.sum(axis=1, keepdims=True)
     library = rng.lognormal(mean=np.log(mean_library), sigma=0.3, size=n)
     mean = mu * library[:, None]
     r = 1.0 / dispersion
