@@ -54,3 +54,12 @@ def shared_file(name: str) -> Path:
 def assert_integer(values) -> None:
     values = np.asarray(values)
     assert np.array_equal(values, np.round(values))
+
+
+def assert_labelled_counts(out, requested: dict[str, int], real) -> None:
+    """``out`` holds exactly the ``requested`` cells per type, as non-negative integer counts (not all
+    zero), with covariate values seen in ``real``."""
+    assert out.obs["cell_type"].astype(str).value_counts().to_dict() == requested
+    X = out.X.toarray()
+    assert np.array_equal(X, np.round(X)) and X.min() >= 0 and (X > 0).any()
+    assert set(out.obs["donor"]) <= set(real.obs["donor"])

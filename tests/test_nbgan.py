@@ -11,6 +11,7 @@ from cellsynth import models
 from cellsynth.errors import InputError
 from cellsynth.models.nbgan import DecoderGenerator
 from cellsynth.models.vae import NBVAENet
+from tests.conftest import assert_labelled_counts
 
 TINY = dict(
     epochs=3,
@@ -76,11 +77,8 @@ def test_both_stages_run_and_the_start_is_a_validated_candidate(fitted, counts_a
     seconds = [r["seconds"] for r in fitted.history]
     assert seconds == sorted(seconds)
     assert fitted.fit_record["autoencoder"]["stopped_because"] == "epochs"
-    out = fitted.sample(per_type={"alpha": 30, "rare": 10}, seed=0)
-    assert out.obs["cell_type"].astype(str).value_counts().to_dict() == {"alpha": 30, "rare": 10}
-    X = out.X.toarray()
-    assert np.array_equal(X, np.round(X)) and X.min() >= 0 and (X > 0).any()
-    assert set(out.obs["donor"]) <= set(counts_adata.obs["donor"])
+    request = {"alpha": 30, "rare": 10}
+    assert_labelled_counts(fitted.sample(per_type=request, seed=0), request, counts_adata)
 
 
 def test_nbgan_round_trips_and_is_deterministic(fitted, tmp_path):

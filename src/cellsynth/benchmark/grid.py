@@ -21,7 +21,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 import pandas as pd
 
 from .._io import jsonable, write_atomic, write_text_atomic
+from .._signals import SignalTrap
 from ..errors import InputError
 from .display import GridDisplay
 from .layout import (
@@ -103,27 +103,17 @@ def _prepare_split(adata, out: Path, label_key: str, test_fraction: float) -> tu
     return split, train.n_obs, test.n_obs
 
 
-class _StopRequest:
+class _StopRequest(SignalTrap):
     """SIGINT/SIGTERM ask the grid to stop (a second one kills the running cell at once)."""
 
     def __init__(self):
+        super().__init__()
         self.requested = False
         self.force = False
-        self._old: dict[int, Any] = {}
 
     def _handle(self, signum, frame):  # noqa: ARG002
         self.force = self.requested
         self.requested = True
-
-    def __enter__(self) -> _StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 def _exit_reason(code: int) -> str:
