@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(BIN)/cellsynth demo --out $(OUT)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

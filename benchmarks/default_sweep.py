@@ -192,7 +192,7 @@ def main() -> None:
     if args.root is None:
         ap.error("--root is required to run the sweep")
     if args.smoke:
-        args.datasets, args.minutes, args.models = ["smoke"], 0.05, ["nbvae", "gan"]
+        args.datasets, args.minutes, args.models = ["smoke"], 0.05, ["nbvae"]
         args.variants = ["default", "lr x3"]
     reuse = dict(item.split("=", 1) for item in args.defaults_from)
     table = pd.read_csv(args.out) if args.out.exists() else pd.DataFrame()

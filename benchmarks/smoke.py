@@ -23,6 +23,8 @@ EVALUATE = {
     "detection_trees": 10,
     "detection_folds": 2,
     "per_type_trees": 10,
+    "groundgan_trees": 10,
+    "n_jobs": 1,
 }
 
 

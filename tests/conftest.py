@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -63,3 +64,19 @@ def assert_labelled_counts(out, requested: dict[str, int], real) -> None:
     X = out.X.toarray()
     assert np.array_equal(X, np.round(X)) and X.min() >= 0 and (X > 0).any()
     assert set(out.obs["donor"]) <= set(real.obs["donor"])
+
+
+@pytest.fixture(scope="session")
+def scripts(tmp_path_factory) -> Path:
+    """A copy of ``benchmarks/`` in a tree where the scripts' ``../shared/data`` does not exist."""
+    from tests.benchmark_runs import copy_benchmarks
+
+    return copy_benchmarks(tmp_path_factory.mktemp("checkout"))
+
+
+def pytest_configure(config):
+    # one BLAS/OpenMP thread per xdist worker: the workers already fill the cores
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)

@@ -1,9 +1,6 @@
-"""Every benchmark's ``--smoke`` run: each script works end to end against the current API.
+"""Every single-run benchmark's ``--smoke`` run works end to end against the current API.
 
-Each benchmark runs as a subprocess (``python benchmarks/X.py --smoke``, from the repository root) on tiny
-simulated data, and its usual result lines are parsed: the fields must be there and the numbers finite.
-The scripts are run from a copy of ``benchmarks/`` in a temporary directory, where ``../shared/data``
-does not exist, so a smoke run that needed the shared datasets would fail here on every machine.
+How the scripts are run and their output read: tests/benchmark_runs.py.
 """
 
 from __future__ import annotations
@@ -11,70 +8,12 @@ from __future__ import annotations
 import ast
 import json
 import math
-import os
 import re
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS = ROOT / "benchmarks"
-# tiny runs: more BLAS/OpenMP threads only spin against each other and other jobs on a shared machine.
-# NUMBA_NUM_THREADS too: numba's OpenMP layer (started by scanpy) sets the shared OpenMP runtime's thread
-# count, torch's included, to its own
-THREADS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
-ENV = {**os.environ, **dict.fromkeys(THREADS, "1")}
-NUMBER = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf)"
-
-
-@pytest.fixture(scope="module")
-def scripts(tmp_path_factory) -> Path:
-    """A copy of ``benchmarks/`` in a tree where the scripts' ``../shared/data`` does not exist."""
-    copy = tmp_path_factory.mktemp("checkout") / "repo" / "benchmarks"
-    shutil.copytree(BENCHMARKS, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    assert not (copy.parents[1] / "shared" / "data").exists()
-    return copy
-
-
-def smoke(scripts: Path, name: str, *args: str) -> str:
-    """Run ``benchmarks/NAME --smoke ARGS`` from the repository root; its stdout (exit 0 asserted)."""
-    proc = subprocess.run(
-        [sys.executable, str(scripts / name), "--smoke", *args],
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, f"{name} --smoke exited {proc.returncode}:\n{proc.stderr[-4000:]}"
-    return proc.stdout
-
-
-def constant(name: str, script: str):
-    """The literal value of module-level ``name`` in ``benchmarks/script`` (read, not imported)."""
-    for node in ast.parse((BENCHMARKS / script).read_text()).body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
-            return ast.literal_eval(node.value)
-    raise AssertionError(f"{script} has no {name}")
-
-
-def result_values(out: str) -> dict[str, float]:
-    """``key=value`` pairs of every ``RESULT`` line."""
-    pairs = {}
-    for line in out.splitlines():
-        if line.startswith("RESULT "):
-            pairs.update({k: float(v) for k, v in re.findall(rf"(\w+)=({NUMBER})", line)})
-    return pairs
-
-
-def assert_finite(values: dict, keys) -> None:
-    for key in keys:
-        assert key in values, f"{key} missing from {values}"
-        assert isinstance(values[key], int | float) and math.isfinite(values[key]), (key, values[key])
+from tests.benchmark_runs import NUMBER, assert_finite, constant, result_values, smoke
 
 
 def test_cgan_quality(scripts):
@@ -102,118 +41,6 @@ def test_evaluate_speed(scripts):
         match = re.search(rf"^{name}: ({NUMBER}) \(control ({NUMBER})\)$", out, re.M)
         assert match, f"no {name} line in:\n{out}"
         assert all(math.isfinite(float(v)) for v in match.groups())
-
-
-def test_garage_leakage(scripts, tmp_path):
-    csv = tmp_path / "leakage.csv"
-    out = smoke(scripts, "garage_leakage.py", "--out", str(csv))
-    assert "dataset leakage" in out  # the summary table
-    table = pd.read_csv(csv)
-    assert sorted(table["leakage"]) == [0.0, 0.2]
-    assert (table["steps"] > 0).all()
-    for row in table.to_dict("records"):
-        assert_finite(row, constant("KEYS", "garage_leakage.py"))
-    seeded = table[table["leakage"] > 0].to_dict("records")[0]
-    arms = [f"{arm}_{m}" for arm in ("none", "oversample", "garage") for m in ("recall", "f1")]
-    assert_finite(seeded, ["seed_distance_ratio_median", "rare_train_cells", *arms])
-    assert all(0 <= seeded[k] <= 1 for k in arms)
-
-
-def test_scaling(scripts, tmp_path):
-    csv, png = tmp_path / "scaling.csv", tmp_path / "scaling.png"
-    out = smoke(scripts, "scaling.py", "--out", str(csv), "--plot", str(png))
-    table = pd.read_csv(csv)
-    assert (table["status"] == "done").all(), table["error"].tolist()
-    # each size's training cells (the split keeps a few cells of every type out), more for the larger
-    assert len(table) == 2 and table["train_cells"].iloc[0] < table["train_cells"].iloc[1]
-    assert table["train_cells"].between(150, 450).all() and (table["steps"] > 0).all()
-    for row in table.to_dict("records"):
-        assert_finite(row, ["fit_minutes", "detection_auc", "peak_rss_gb"])
-    assert result_values(out) == {"configurations": 2.0, "failed": 0.0}
-    assert png.stat().st_size > 0
-    # a rerun keeps both configurations: nothing is fitted again, the rows stay
-    again = smoke(scripts, "scaling.py", "--out", str(csv))
-    assert again.count("kept (") == 2
-    pd.testing.assert_frame_equal(pd.read_csv(csv), table)
-
-
-def test_garage_claim(scripts, tmp_path):
-    csv = tmp_path / "claim.csv"
-    out = smoke(scripts, "garage_claim.py", "--out", str(csv))
-    table = pd.read_csv(csv)
-    assert list(table["arm"]) == ["gan", "garage", "lshgan"] and (table["steps"] > 0).all()
-    for row in table.to_dict("records"):
-        assert_finite(row, constant("KEYS", "garage_claim.py"))
-        curve = json.loads(row["curve"])
-        assert curve and all(0 <= point["auc"] <= 1 for point in curve)
-        assert [p["step"] for p in curve] == sorted(p["step"] for p in curve)
-    assert "detection_auc" in out  # the summary
-    assert csv.with_suffix(".png").stat().st_size > 0  # the curves
-    # Run again: every run is in the CSV already, so none is redone and the rows stay as they were.
-    again = smoke(scripts, "garage_claim.py", "--out", str(csv))
-    assert again.count("in " + str(csv) + " already") == 3
-    pd.testing.assert_frame_equal(pd.read_csv(csv), table)
-    summary = smoke(scripts, "garage_claim.py", "--table", "--out", str(csv))
-    assert summary.splitlines()[0].startswith("| dataset | arm | seeds | steps |")
-    assert [line.split(" | ")[1] for line in summary.splitlines()[2:]] == ["gan", "garage", "lshgan"]
-
-
-def test_default_sweep(scripts, tmp_path):
-    csv, root = tmp_path / "sweep.csv", tmp_path / "sweep"
-    smoke(scripts, "default_sweep.py", "--root", str(root), "--out", str(csv))
-    table = pd.read_csv(csv)
-    assert sorted(zip(table["model"], table["variant"], strict=True)) == [
-        ("gan", "default"), ("gan", "lr x3"), ("nbvae", "default"), ("nbvae", "lr x3"),
-    ]  # fmt: skip
-    assert (table["status"] == "done").all()
-    assert table["detection_auc"].between(0, 1).all()
-    # the variant really moved the knob: three times the model's declared learning rate
-    from cellsynth.models.registry import param_spec
-
-    lr = next(p.default for p in param_spec("nbvae") if p.name == "lr")
-    row = table[(table["model"] == "nbvae") & (table["variant"] == "lr x3")].iloc[0]
-    assert json.loads(row["params"]) == {"lr": pytest.approx(3 * lr)}
-    # one benchmark folder per dataset × variant, each with its leaderboard
-    assert sorted(p.parent.name for p in root.glob("smoke/*/leaderboard.csv")) == ["default", "lr_x3"]
-    # a rerun resumes: every cell is kept, none is fitted again, the rows stay
-    mtimes = {p: p.stat().st_mtime for p in root.glob("smoke/*/cells/*/metrics.json")}
-    assert mtimes
-    smoke(scripts, "default_sweep.py", "--root", str(root), "--out", str(csv))
-    assert {p: p.stat().st_mtime for p in mtimes} == mtimes
-    pd.testing.assert_frame_equal(pd.read_csv(csv), table)
-    summary = smoke(scripts, "default_sweep.py", "--table", "--out", str(csv)).splitlines()
-    assert summary[0].startswith("| model | variant | smoke | mean |")
-    assert sum("**kept**" in line for line in summary) == 2  # one variant kept per model
-
-
-def test_default_sweep_keeps_no_change_that_hurts_a_dataset(scripts, monkeypatch):
-    monkeypatch.syspath_prepend(str(scripts))
-    from default_sweep import decide
-
-    rows = [
-        ("a", "default", 0.90), ("b", "default", 0.80),
-        ("a", "lr x3", 0.70), ("b", "lr x3", 0.85),  # best mean, but 0.05 worse on b
-        ("a", "patience x3", 0.86), ("b", "patience x3", 0.805),  # better mean, 0.005 worse on b
-        ("a", "lr /3", 0.895), ("b", "lr /3", 0.80),  # better everywhere, by less than the tolerance
-        ("a", "tiny", 0.10),  # best of all, on one dataset only
-    ]  # fmt: skip
-    table = pd.DataFrame(
-        [
-            {"dataset": d, "model": "m", "variant": v, "detection_auc": auc, "status": "done"}
-            for d, v, auc in rows
-        ]
-    )
-    verdict = decide(table, tolerance=0.01).set_index("variant")
-    kept = {"default": False, "lr x3": False, "patience x3": True, "lr /3": False, "tiny": False}
-    assert verdict["kept"].to_dict() == kept
-    assert verdict.loc["lr x3", "mean_auc"] == pytest.approx(0.775)
-    assert verdict.loc["tiny", "datasets"] == 1 and verdict.loc["tiny", "of"] == 2
-    # a larger tolerance lets the best mean through, despite its loss on b
-    assert decide(table, tolerance=0.06).set_index("variant")["kept"]["lr x3"]
-    # no variant good enough: the default stays
-    assert decide(table[table["variant"].isin(["default", "lr /3"])], 0.01).set_index("variant")["kept"][
-        "default"
-    ]
 
 
 def test_gat_scale(scripts):

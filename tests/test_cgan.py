@@ -172,7 +172,7 @@ def test_generated_cells_are_recognisably_of_their_requested_type():
     from cellsynth.data.datasets import simulate
 
     real = simulate({"a": 300, "b": 200, "c": 100, "rare": 30}, n_genes=200, seed=11)
-    model = models.get("cgan", epochs=150, val_every_steps=50)
+    model = models.get("cgan", epochs=80, val_every_steps=50)
     model.fit(real, label_key="cell_type", progress=False, seed=0)
     synth = model.sample(n=600, proportions="uniform", seed=0)
     norm = real.copy()

@@ -164,7 +164,12 @@ def leiden_labels(
     Z: np.ndarray, *, n_neighbors: int = 15, resolution: float = 1.0, seed: int = 0
 ) -> np.ndarray:
     """Leiden clusters of cells in a (PCA) embedding: scanpy ``neighbors`` (exact, scikit-learn kNN,
-    UMAP connectivities) then ``leiden`` (``flavor="igraph"``, ``n_iterations=2``, undirected)."""
+    Gaussian-kernel connectivities) then ``leiden`` (``flavor="igraph"``, ``n_iterations=2``, undirected).
+
+    The Gaussian kernel (``method="gauss"``), not UMAP's connectivities: those are numba kernels compiled
+    anew in every process (8–16 s before the first clustering of an evaluation), for clusters that agree
+    with the cell types as well (docs/benchmarks.md, "Evaluation speed").
+    """
     import anndata as ad
     import scanpy as sc
 
@@ -176,6 +181,7 @@ def leiden_labels(
             n_neighbors=int(min(n_neighbors, adata.n_obs - 1)),
             use_rep="X",
             transformer="sklearn",
+            method="gauss",
             random_state=seed,
         )
         sc.tl.leiden(

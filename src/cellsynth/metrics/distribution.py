@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .base import EvalContext, family, metric
+
+if TYPE_CHECKING:  # torch loads on first use: validating settings must not pay for it
+    import torch
 
 
 def mmd2(
@@ -28,6 +31,8 @@ def mmd2(
     so the cross term leaves out the pairs (i, i), whose conditions match by construction (with them
     the estimate is biased below zero).
     """
+    import torch
+
     n, m = len(x), len(y)
     if n < 2 or m < 2:
         raise ValueError("MMD needs at least two cells on each side")
@@ -125,6 +130,8 @@ def mmd(ctx: EvalContext, real_idx: np.ndarray, synth_idx: np.ndarray, cap: int,
     ri, si = _subsample(ctx, real_idx, synth_idx, cap, salt)
     if len(ri) < 2 or len(si) < 2:
         return float("nan")
+    import torch
+
     return mmd_rbf(torch.from_numpy(pcs.real[ri]), torch.from_numpy(pcs.synth[si]))
 
 
