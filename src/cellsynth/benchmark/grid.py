@@ -233,7 +233,6 @@ def run_benchmark(
     BenchmarkInterrupted
         SIGINT/SIGTERM stopped it; the finished cells are kept and the leaderboard shows them.
     """
-    from ..metrics.evaluation import load_families
     from ..metrics.space import resolve_settings
     from ..models.registry import missing, param_spec
     from ..params import check_option
@@ -248,7 +247,6 @@ def run_benchmark(
     check_option("--test-fraction", test_fraction, "float", gt=0, lt=1)
     check_option("--n-genes", n_genes, "int", ge=2)
     settings = dict(settings or {})
-    load_families()  # the families declare their own settings (groundgan_trees, ...) when they load
     resolve_settings(settings)
     resolve_device(device)
     out, condition_keys = Path(out), list(condition_keys)

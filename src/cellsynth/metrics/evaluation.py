@@ -6,7 +6,6 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -14,28 +13,11 @@ import pandas as pd
 
 from .._io import jsonable, write_text_atomic
 from ..errors import InputError
-from .base import FAMILIES, FAMILY_ORDER, METRICS, EvalContext, MetricInfo, Metrics
-from .space import build_context, control_context
+from .base import FAMILY_ORDER, METRICS, EvalContext, MetricInfo, Metrics
+from .space import build_context, control_context, load_families
 
 # families that compare the synthetic set with TRAIN: no control for them
 _NO_CONTROL = {"privacy"}
-
-
-def load_families() -> dict[str, Callable[[EvalContext], dict[str, float]]]:
-    """Import every family module (registering its metrics) and return the registry.
-
-    ``biology`` is optional while it is being written: a missing ``biology.py`` is skipped, but an
-    import error inside an existing one is raised.
-    """
-    from . import detection, distribution, genes, privacy, properties  # noqa: F401  (registration)
-
-    try:
-        import_module(f"{__package__}.biology")
-    except ModuleNotFoundError as e:
-        if e.name != f"{__package__}.biology":
-            raise
-    order = {name: i for i, name in enumerate(FAMILY_ORDER)}
-    return dict(sorted(FAMILIES.items(), key=lambda kv: order.get(kv[0], len(order))))
 
 
 def available_metrics() -> dict[str, MetricInfo]:

@@ -9,7 +9,8 @@ highly variable genes are chosen on REAL. Only the evaluated genes are densified
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from importlib import import_module
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ import scipy.sparse as sp
 from ..data.names import check_unique_names
 from ..data.preprocess import TARGET_SUM, cell_totals, detect_representation, normalize_log1p
 from ..errors import InputError
-from .base import SETTINGS, EvalContext, Space
+from .base import FAMILIES, FAMILY_ORDER, SETTINGS, EvalContext, Space
 
 DEFAULT_SETTINGS: dict[str, Any] = {
     # common space
@@ -51,6 +52,23 @@ DEFAULT_SETTINGS: dict[str, Any] = {
 }
 
 
+def load_families() -> dict[str, Callable[[EvalContext], dict[str, float]]]:
+    """Import every family module (registering its metrics) and return the registry.
+
+    ``biology`` is optional while it is being written: a missing ``biology.py`` is skipped, but an
+    import error inside an existing one is raised.
+    """
+    from . import detection, distribution, genes, privacy, properties  # noqa: F401  (registration)
+
+    try:
+        import_module(f"{__package__}.biology")
+    except ModuleNotFoundError as e:
+        if e.name != f"{__package__}.biology":
+            raise
+    order = {name: i for i, name in enumerate(FAMILY_ORDER)}
+    return dict(sorted(FAMILIES.items(), key=lambda kv: order.get(kv[0], len(order))))
+
+
 def resolve_settings(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """:data:`DEFAULT_SETTINGS` and the options families declared (``register_settings``), updated with
     ``overrides``.
@@ -60,6 +78,7 @@ def resolve_settings(overrides: Mapping[str, Any] | None = None) -> dict[str, An
     InputError
         A key that is not a setting.
     """
+    load_families()  # the families declare their own settings (groundgan_trees, ...) when they load
     settings = {**DEFAULT_SETTINGS, **SETTINGS}
     for key, value in (overrides or {}).items():
         if key not in settings:
