@@ -312,3 +312,29 @@ def test_cosine_schedule_lowers_the_rates_over_the_run_and_constant_keeps_them()
     assert rates["constant"] == 1e-3
     # set at the start of the last epoch, 3 of 4 epochs into the run
     assert rates["cosine"] == pytest.approx(1e-3 * lr_factor("cosine", 3 / 4))
+
+
+@pytest.mark.parametrize("keep", ["best", "last"])
+def test_keep_decides_between_the_best_validated_state_and_the_final_one(keep, monkeypatch):
+    import torch
+
+    from cellsynth.data.celldata import CellData
+    from cellsynth.data.datasets import simulate
+    from cellsynth.models.vae import NBVAENet
+    from cellsynth.train.likelihood import LikelihoodPlan, LikelihoodSettings
+
+    scores = iter(range(100))  # every validation worse than the one before: the first is the best
+    monkeypatch.setattr(LikelihoodPlan, "nelbo", lambda self: float(next(scores)))
+    data = CellData.from_anndata(simulate({"a": 60, "b": 60}, n_genes=20, seed=0), label_key="cell_type")
+    torch.manual_seed(0)
+    net = NBVAENet(data.n_genes, [2], 4, (16,), 0.0, per_label=True, zero_inflated=False)
+    s = LikelihoodSettings(epochs=6, batch_size=32, val_every_steps=1, patience=2, keep=keep)
+    plan = LikelihoodPlan(net, s, device="cpu", seed=0, progress=False)
+    result = plan.fit(data)
+    final = plan.sampling_module().state_dict()
+    same = all(torch.equal(result.generator_state[k], final[k]) for k in final)
+    validated = [r for r in result.history if "val_nelbo" in r]
+    if keep == "best":  # early stopping after two validations without improvement; the first one kept
+        assert result.stopped_because == "early stopping" and len(validated) == 3 and not same
+    else:  # scores recorded at every epoch, no early stop, the state training ended in
+        assert result.stopped_because == "epochs" and len(validated) == 6 and same

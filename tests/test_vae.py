@@ -130,6 +130,39 @@ def test_held_out_elbo_decreases_on_easy_data():
     assert result.best_val_mmd == min(scores)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_c2st_validation_selects_by_the_forest_and_records_the_elbo_beside_it(name, counts_adata):
+    model = models.get(name, epochs=8, val_metric="c2st", **{**SMALL, "val_every_steps": 2})
+    model.fit(counts_adata, label_key="cell_type", progress=False, seed=0)
+    validated = [r for r in model.history if "val_c2st" in r]
+    assert len(validated) >= 3 and all("val_nelbo" in r for r in validated)
+    assert all(0.0 <= r["val_c2st"] <= 1.0 for r in validated)
+    assert model.fit_record["val_metric"] == "c2st"
+    assert model.fit_record["best_val"] == pytest.approx(min(r["val_c2st"] for r in validated))
+    refused = models.get(name, epochs=2, val_metric="c2st", val_fraction=0.0, val_min_cells=0, **SMALL)
+    with pytest.raises(TrainingError, match="val_metric='c2st' needs held-out cells"):
+        refused.fit(counts_adata, label_key="cell_type", progress=False)
+
+
+def test_the_validation_twins_are_count_draws_at_the_held_out_cells_library_sizes():
+    from cellsynth.data.datasets import simulate
+    from cellsynth.models.vae import NBVAENet
+
+    data = CellData.from_anndata(simulate({"a": 300, "b": 300}, n_genes=50, seed=2), label_key="cell_type")
+    net = NBVAENet(data.n_genes, [2], 4, (16,), 0.0, per_label=False, zero_inflated=False)
+    plan = LikelihoodPlan(net, LikelihoodSettings(val_metric="c2st", val_fraction=0.2), progress=False)
+    plan.setup(data)  # the split, then configure: the held-out cells and their twins' conditions
+    b = plan.c2st_batch
+    x = net.draw_cells(b["weights"], b["library"], b["scale"], torch.Generator().manual_seed(0),
+                       np.random.default_rng(0))  # fmt: skip
+    counts = recover_counts(x, b["scale"])
+    assert torch.allclose(torch.expm1(x.double()) / b["scale"].double()[:, None], counts.double(), atol=1e-3)
+    # negative binomial draws around library × profile: totals follow the held-out cells' library sizes
+    ratio = counts.sum(1) / b["library"]
+    assert 0.8 < float(ratio.mean()) < 1.2 and float(np.corrcoef(counts.sum(1), b["library"])[0, 1]) > 0.5
+    assert b["counts"].shape == x.shape == plan.c2st_real.shape
+
+
 def test_kl_weight_rises_over_the_warmup():
     plan = LikelihoodPlan(torch.nn.Linear(1, 1), LikelihoodSettings(kl_weight=2.0, kl_warmup_steps=10))
     got = []

@@ -33,7 +33,7 @@ from ..errors import InputError
 from ..nn.blocks import MLP, one_hot_conditions
 from ..params import Param, ParamSpec
 from ..train.likelihood import LikelihoodPlan, LikelihoodSettings
-from ..train.optim import LR_SCHEDULES
+from ..train.optim import KEEP, LR_SCHEDULES
 from .model import SyntheticCellModel
 from .nbvae import LOG_THETA_RANGE, draw_nb, nb_log_prob, zinb_log_prob
 from .registry import register
@@ -93,6 +93,17 @@ class ConditionalVAENet(nn.Module):
         """Per-cell negative log-likelihood of the batch given the decoder's features ``h``."""
         raise NotImplementedError
 
+    def draw_cells(self, weights, library, scale, gen: torch.Generator, rng: np.random.Generator):
+        """Cells drawn from the prior with conditions ``weights``, in the training representation (count
+        models: at the given library sizes over the training genes, normalised by ``scale``)."""
+        raise NotImplementedError
+
+    def prior_draw(self, weights: Sequence[torch.Tensor], gen: torch.Generator) -> torch.Tensor:
+        """The decoder's features for one ``z ~ N(0, I)`` per cell."""
+        n = len(weights[0])
+        z = torch.randn(n, self.z_dim, generator=gen, device=weights[0].device)
+        return self.decode(z, weights)
+
     @staticmethod
     def per_cell(table: torch.Tensor, weights: Sequence[torch.Tensor]) -> torch.Tensor:
         """A per-(type, gene) table (or one row per gene) for each cell: ``weights[0] @ table``."""
@@ -116,6 +127,12 @@ class GaussianVAENet(ConditionalVAENet):
 
     def generate(self, z: torch.Tensor, weights: Sequence[torch.Tensor]) -> torch.Tensor:
         return self.head_output(self.mean, self.decode(z, weights), weights)
+
+    @torch.no_grad()
+    def draw_cells(self, weights, library, scale, gen, rng):
+        mean = self.head_output(self.mean, self.prior_draw(weights, gen), weights)
+        sd = torch.exp(self.per_cell(self.log_sd.float(), weights).clamp(-7.0, 5.0))
+        return mean + sd * torch.randn(mean.shape, generator=gen, device=mean.device)
 
     @torch.no_grad()
     def init_from(self, mean: np.ndarray, var: np.ndarray, label_freq: np.ndarray) -> None:
@@ -148,6 +165,18 @@ class NBVAENet(ConditionalVAENet):
         if self.dropout_logits is None:
             return -nb_log_prob(counts, mu, theta).sum(1)
         return -zinb_log_prob(counts, mu, theta, self.dropout_logits(h).float()).sum(1)
+
+    @torch.no_grad()
+    def draw_cells(self, weights, library, scale, gen, rng):
+        h = self.prior_draw(weights, gen)
+        rho = torch.softmax(self.head_output(self.profile, h, weights), 1).double()
+        mu = (library.double()[:, None] * rho).cpu().numpy()
+        theta = self.theta(weights).double().cpu().numpy()
+        dropout = None
+        if self.dropout_logits is not None:
+            dropout = torch.sigmoid(self.dropout_logits(h).double()).cpu().numpy()
+        counts = torch.from_numpy(draw_nb(mu, theta, rng, dropout)).to(library.device)
+        return torch.log1p(counts * scale.float()[:, None])
 
     def generate(self, z, weights):
         """``log1p(ρ · 1e4)`` (the expected profile in the training representation), followed by the
@@ -219,6 +248,14 @@ PARAMS = ParamSpec(
         Param("val_min_cells", _S.val_min_cells, "int", "held-out cells wanted (≤ 25% of cells)", ge=0),
         Param("val_every_steps", _S.val_every_steps, "int", "steps between validations", ge=1),
         Param("patience", _S.patience, "int", "validations without improvement (0: no stop)", ge=0),
+        Param(
+            "val_metric",
+            _S.val_metric,
+            "str",
+            "validation score: nelbo | c2st (held-out forest AUC)",
+            choices=("nelbo", "c2st"),
+        ),
+        Param("keep", _S.keep, "str", "state kept: best (validated) | last (no early stop)", choices=KEEP),
         Param("checkpoint_minutes", _S.checkpoint_minutes, "float", "minutes between checkpoints", ge=0),
         Param("max_rollbacks", _S.max_rollbacks, "int", "divergence: restores of the last good state", ge=0),
         Param("rollback_lr_factor", _S.rollback_lr_factor, "float", "divergence: lr × this", gt=0, le=1),
@@ -254,11 +291,11 @@ class _ConditionalVAE(SyntheticCellModel):
         result = plan.fit(data, resume=resume)
         self.modules["generator"].load_state_dict(result.generator_state)
         self.history = result.history
-        # best_val: the lowest held-out negative ELBO per cell
+        # best_val: the best validation score (held-out negative ELBO per cell, or the forest's AUC)
         self.fit_record = {
             "stopped_because": result.stopped_because,
             "best_val": result.best_val_mmd,
-            "val_metric": "nelbo",
+            "val_metric": self.params["val_metric"],
         }
         if result.rollbacks:
             self.fit_record["rollbacks"] = result.rollbacks

@@ -13,8 +13,12 @@ input, the cells' raw ``counts`` (recovered exactly from ``x``: :func:`recover_c
 observed ``library`` size over the training genes.
 
 Validation is the negative ELBO per held-out cell (KL weight 1, one posterior draw from a fixed noise
-seed, so successive scores differ only by the model). The loop, EMA, early stopping, checkpoints,
-resume and rollback are the shared :class:`~cellsynth.train.plan.TrainingPlan`'s.
+seed, so successive scores differ only by the model). With ``val_metric="c2st"`` the score that selects
+and stops is instead the classifier two-sample test of :mod:`~cellsynth.train.validation`: one cell drawn
+from the prior (decoder and count noise) for each held-out cell, with its type and library size, against
+the held-out cells themselves — a held-out ELBO can be best long before prior samples are most
+realistic, and get worse while they improve; the ELBO is recorded beside it. The loop, EMA, early
+stopping, checkpoints, resume and rollback are the shared :class:`~cellsynth.train.plan.TrainingPlan`'s.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from torch import nn
 
 from ..nn.blocks import one_hot_conditions
 from .plan import TrainingPlan, TrainSettings
+from .validation import C2ST_CELLS, c2st_auc, c2st_reference
 
 _VAL_CHUNK = 512  # held-out cells scored at a time (bounds the dense validation batch)
 
@@ -40,6 +45,7 @@ class LikelihoodSettings(TrainSettings):
     ema_decay: float | None = None
     kl_weight: float = 1.0
     kl_warmup_steps: int = 0  # the KL weight rises linearly from 0 to kl_weight over these steps
+    val_metric: str = "nelbo"  # nelbo | c2st: the score that selects the kept state and stops early
 
 
 def recover_counts(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -57,7 +63,9 @@ class LikelihoodPlan(TrainingPlan):
 
     ``module(batch) -> {"recon": (cells,), "kl": (cells,)}``: per-cell negative log-likelihood and KL
     divergence for a batch built by :meth:`batch`. The module is the whole model (encoder and decoder):
-    its weights (or their EMA) are what :meth:`sampling_module` gives the model to keep.
+    its weights (or their EMA) are what :meth:`sampling_module` gives the model to keep. With
+    ``val_metric="c2st"`` the module also draws cells from its prior:
+    ``module.draw_cells(weights, library, scale, gen, rng)`` → cells × genes in the training representation.
     """
 
     loss_keys = {
@@ -70,6 +78,7 @@ class LikelihoodPlan(TrainingPlan):
     def __init__(self, module: nn.Module, settings: LikelihoodSettings, **kwargs):
         super().__init__(settings, **kwargs)
         self.module = module
+        self.val_key = f"val_{settings.val_metric}"
 
     # ------------------------------------------------------------------ set-up
     def configure(self, data) -> None:
@@ -89,6 +98,10 @@ class LikelihoodPlan(TrainingPlan):
         if len(rows) < 50:
             rows = self.rng.choice(self.train_rows, min(len(self.train_rows), 1000), replace=False)
         self.score_rows = np.sort(rows)
+        self.c2st_real = None
+        if s.val_metric == "c2st":  # held-out cells only, and the conditions to draw their twins with
+            self.c2st_real = c2st_reference(data, self.val_rows, self.device)
+            self.c2st_batch = self.batch(np.sort(self.val_rows)[:C2ST_CELLS])
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
         return [self.opt]
@@ -114,7 +127,8 @@ class LikelihoodPlan(TrainingPlan):
         out = {"x": x, "weights": one_hot_conditions(self.codes_all[rows].to(dev), self.sizes)}
         if self.library_all is not None:
             out["library"] = self.library_all[rows].to(dev)
-            out["counts"] = recover_counts(x, self.scale_all[rows].to(dev))
+            out["scale"] = self.scale_all[rows].to(dev)
+            out["counts"] = recover_counts(x, out["scale"])
         return out
 
     def training_step(self, rows: np.ndarray) -> dict[str, float]:
@@ -133,8 +147,32 @@ class LikelihoodPlan(TrainingPlan):
         return {"loss": (recon + kl).item(), "recon": recon.item(), "kl": kl.item(), "n_steps": 1.0}
 
     # ------------------------------------------------------------------ validation
-    @torch.no_grad()
     def validation_score(self) -> float:
+        return self.validation_scores()[self.val_key]
+
+    def validation_scores(self) -> dict[str, float]:
+        scores = {"val_nelbo": self.nelbo()}
+        if self.c2st_real is not None:
+            scores["val_c2st"] = self.c2st()
+        return scores
+
+    @torch.no_grad()
+    def c2st(self) -> float:
+        """The classifier test of the held-out cells against one prior draw per cell, with its type and
+        library size (fixed noise seeds: successive scores differ by the model and the forest)."""
+        net = self.sampling_module()
+        was = net.training
+        net.eval()
+        gen = torch.Generator(device=self.device).manual_seed(self.seed + 2)
+        rng = np.random.default_rng(self.seed + 2)
+        b = self.c2st_batch
+        fake = net.draw_cells(b["weights"], b.get("library"), b.get("scale"), gen, rng)
+        net.train(was)
+        state = int(self.seed) * 100_003 + int(self.step)  # another forest at every validation
+        return c2st_auc(self.c2st_real, fake.to(self.c2st_real.dtype), random_state=state % 2**31)
+
+    @torch.no_grad()
+    def nelbo(self) -> float:
         """Negative ELBO per held-out cell (lower is better)."""
         net = self.sampling_module()
         was = net.training

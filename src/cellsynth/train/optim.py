@@ -11,6 +11,8 @@ import torch
 #: a half cosine over the run, whose progress is the larger of the epochs done over ``epochs`` and the
 #: time spent over ``max_minutes`` (set once per epoch)
 LR_SCHEDULES = ("constant", "cosine")
+#: which state a fit keeps: the best validated one, or the one training ends in
+KEEP = ("best", "last")
 LR_FLOOR = 0.1
 
 

@@ -9,7 +9,9 @@ the loop runs it:
   seed; nothing global is seeded), the stratified validation split;
 - **epochs of minibatches** (class-balanced when ``balance`` > 0), with a time budget;
 - **validation** every ``val_every_steps`` steps, keeping the best state and **early stopping** after
-  ``patience`` validations without improvement;
+  ``patience`` validations without improvement — or, with ``keep="last"``, recording the scores only and
+  keeping the state training ends in (for a score that does not follow what is kept for: a held-out ELBO
+  is best long before a VAE's samples are most realistic);
 - **checkpoints** every ``checkpoint_minutes`` and when SIGTERM/SIGINT arrives: the whole training state
   (weights, optimisers, EMA, every random generator, history, position in the epoch) goes to a callback,
   and :meth:`TrainingPlan.fit` with ``resume=`` continues from such a state exactly where it stopped;
@@ -69,6 +71,7 @@ class TrainSettings:
     divergence_limit: float = 1e6  # a critic or generator loss beyond this (in magnitude) is a divergence
     lr_schedule: str = "constant"  # constant | cosine: see LR_SCHEDULES
     validate_start: bool = False  # score the state training starts from, as a candidate to keep
+    keep: str = "best"  # best: the best validated state (early stopping on); last: the final state
     extra: dict = field(default_factory=dict)
 
 
@@ -220,7 +223,8 @@ class TrainingPlan:
             self.loop["history"].append(start)
         self._take_snapshot()
         stopped = self._run()
-        if self.loop["best_state"] is None:  # no validation ran (e.g. interrupted in the first epoch)
+        # keep="last", or no validation ran (e.g. interrupted in the first epoch): the state now
+        if self.settings.keep == "last" or self.loop["best_state"] is None:
             self.loop["best_state"] = copy.deepcopy(self.sampling_module().state_dict())
         state = {k: v.detach().to("cpu").clone() for k, v in self.loop["best_state"].items()}
         best = self.loop["best_score"]
@@ -277,14 +281,15 @@ class TrainingPlan:
                 if stopped == "interrupted":  # mid-epoch: the checkpoint continues this very epoch
                     if self.checkpoint:
                         self._write_checkpoint()
-                    warnings.warn("training interrupted: keeping the best model so far", stacklevel=3)
+                    kept = "the model as it is" if s.keep == "last" else "the best model so far"
+                    warnings.warn(f"training interrupted: keeping {kept}", stacklevel=3)
                     break
                 record = self._end_epoch(last=loop["epoch"] + 1 == s.epochs or stopped != "epochs")
                 bar.set_postfix(**self.progress_postfix(record))
                 bar.update(1)
                 if stopped != "epochs":
                     break
-                if s.patience and loop["stale"] >= s.patience:
+                if s.patience and s.keep == "best" and loop["stale"] >= s.patience:
                     stopped = "early stopping"
                     break
                 if self.checkpoint and time.monotonic() - last_checkpoint >= 60 * s.checkpoint_minutes:
@@ -304,7 +309,8 @@ class TrainingPlan:
                 group["lr"] = lr * factor
 
     def _write_checkpoint(self) -> None:
-        model = self.loop["best_state"] or self.sampling_module().state_dict()
+        model = self.loop["best_state"] if self.settings.keep == "best" else None
+        model = model or self.sampling_module().state_dict()
         self.checkpoint(self.state(), model)
 
     def epoch_rows(self) -> np.ndarray:
@@ -350,7 +356,8 @@ class TrainingPlan:
             self._started += time.monotonic() - t0
         if scores[self.val_key] < loop["best_score"]:
             loop["best_score"] = scores[self.val_key]
-            loop["best_state"] = copy.deepcopy(self.sampling_module().state_dict())
+            if self.settings.keep == "best":
+                loop["best_state"] = copy.deepcopy(self.sampling_module().state_dict())
             loop["stale"] = 0
         else:
             loop["stale"] += 1
