@@ -101,7 +101,8 @@ class LikelihoodPlan(TrainingPlan):
         self.c2st_real = None
         if s.val_metric == "c2st":  # held-out cells only, and the conditions to draw their twins with
             self.c2st_real = c2st_reference(data, self.val_rows, self.device)
-            self.c2st_batch = self.batch(np.sort(self.val_rows)[:C2ST_CELLS])
+            held = self.batch(np.sort(self.val_rows)[:C2ST_CELLS])
+            self.c2st_batch = {k: held[k] for k in ("weights", "library", "scale") if k in held}
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
         return [self.opt]
