@@ -34,6 +34,7 @@ from ..nn.blocks import MLP, one_hot_conditions
 from ..params import Param, ParamSpec
 from ..train.likelihood import LikelihoodPlan, LikelihoodSettings
 from ..train.optim import KEEP, LR_SCHEDULES
+from ..train.validation import LIKELIHOOD_VAL_METRICS
 from .model import SyntheticCellModel
 from .nbvae import LOG_THETA_RANGE, draw_nb, nb_log_prob, zinb_log_prob
 from .registry import register
@@ -253,7 +254,7 @@ PARAMS = ParamSpec(
             _S.val_metric,
             "str",
             "validation score: nelbo | c2st (held-out forest AUC)",
-            choices=("nelbo", "c2st"),
+            choices=LIKELIHOOD_VAL_METRICS,
         ),
         Param("keep", _S.keep, "str", "state kept: best (validated) | last (no early stop)", choices=KEEP),
         Param("checkpoint_minutes", _S.checkpoint_minutes, "float", "minutes between checkpoints", ge=0),

@@ -46,7 +46,7 @@ from .objectives import (
 )
 from .optim import set_requires_grad
 from .plan import TrainingPlan, TrainSettings
-from .validation import VAL_METRICS, c2st_auc, c2st_reference
+from .validation import VAL_METRICS, c2st_auc, c2st_reference, forest_state
 
 
 @dataclass
@@ -396,8 +396,8 @@ class AdversarialPlan(TrainingPlan):
 
     def c2st(self, x: torch.Tensor) -> float:
         """The classifier test of held-out cells against generated cells ``x`` (as many of them)."""
-        state = int(self.seed) * 100_003 + int(self.step_count())  # another forest at every validation
-        return c2st_auc(self.c2st_real, x[: len(self.c2st_real)], random_state=state % 2**31)
+        state = forest_state(self.seed, self.step_count())
+        return c2st_auc(self.c2st_real, x[: len(self.c2st_real)], random_state=state)
 
     def progress_postfix(self, record: dict) -> dict[str, str]:
         return {

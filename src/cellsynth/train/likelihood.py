@@ -31,7 +31,7 @@ from torch import nn
 
 from ..nn.blocks import one_hot_conditions
 from .plan import TrainingPlan, TrainSettings
-from .validation import C2ST_CELLS, c2st_auc, c2st_reference
+from .validation import C2ST_CELLS, c2st_auc, c2st_reference, forest_state
 
 _VAL_CHUNK = 512  # held-out cells scored at a time (bounds the dense validation batch)
 
@@ -169,8 +169,8 @@ class LikelihoodPlan(TrainingPlan):
         b = self.c2st_batch
         fake = net.draw_cells(b["weights"], b.get("library"), b.get("scale"), gen, rng)
         net.train(was)
-        state = int(self.seed) * 100_003 + int(self.step)  # another forest at every validation
-        return c2st_auc(self.c2st_real, fake.to(self.c2st_real.dtype), random_state=state % 2**31)
+        state = forest_state(self.seed, self.step)
+        return c2st_auc(self.c2st_real, fake.to(self.c2st_real.dtype), random_state=state)
 
     @torch.no_grad()
     def nelbo(self) -> float:

@@ -13,6 +13,9 @@ from ..errors import TrainingError
 #: telling held-out real cells from as many generated ones, in a PCA fitted on both (the benchmark's
 #: detector in miniature). With ``c2st`` the MMD is recorded beside it.
 VAL_METRICS = ("mmd", "c2st")
+#: the likelihood plan's scores: ``nelbo``, the held-out negative ELBO per cell; ``c2st`` as above, with
+#: one prior draw per held-out cell
+LIKELIHOOD_VAL_METRICS = ("nelbo", "c2st")
 C2ST_CELLS = 1000  # held-out cells (at most) per side of the classifier test
 C2ST_COMPONENTS = 30
 C2ST_TREES = 50
@@ -36,6 +39,12 @@ def c2st_auc(real: torch.Tensor, fake: torch.Tensor, *, random_state: int = 0) -
     return classifier_auc(
         pcs[:n], pcs[n:], folds=C2ST_FOLDS, trees=C2ST_TREES, random_state=random_state, n_jobs=1
     )
+
+
+def forest_state(seed: int, step: int) -> int:
+    """The classifier test's forest seed at a validation: another forest at every step, fixed by the
+    plan's seed."""
+    return (int(seed) * 100_003 + int(step)) % 2**31
 
 
 def c2st_reference(data, val_rows: np.ndarray, device) -> torch.Tensor:
