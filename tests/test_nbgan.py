@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import numpy as np
 import pytest
 import torch
@@ -9,8 +11,10 @@ from torch.nn import functional as F
 
 from cellsynth import models
 from cellsynth.errors import InputError
-from cellsynth.models.nbgan import DecoderGenerator
+from cellsynth.models.nbgan import AE_STAGE, DecoderGenerator
 from cellsynth.models.vae import NBVAENet
+from cellsynth.train.checkpoint import read_training_state
+from cellsynth.train.likelihood import LikelihoodPlan
 from tests.conftest import assert_labelled_counts
 
 TINY = dict(
@@ -108,3 +112,48 @@ def test_nbgan_refuses_what_it_cannot_fit(counts_adata):
     with pytest.raises(InputError, match="nbgan needs raw counts"):
         m.fit(logged, label_key="cell_type", representation="log1p", progress=False)
     assert not m.is_fitted
+
+
+def test_a_run_stopped_in_the_autoencoders_stage_resumes_there_and_ends_like_an_uninterrupted_one(
+    counts_adata, tmp_path, monkeypatch
+):
+    """SIGTERM while the autoencoder trains: the checkpoint is a complete nbgan (the decoder's start) with
+    the autoencoder's training state; the adversarial stage does not start; resuming finishes both."""
+    params = {**TINY, "ae": {"epochs": 4}}
+    whole = models.get("nbgan", **params).fit(counts_adata, label_key="cell_type", progress=False, seed=1)
+
+    step = LikelihoodPlan.training_step
+    calls = {"n": 0}
+
+    def stop_at_step_5(self, rows):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            signal.raise_signal(signal.SIGTERM)
+        return step(self, rows)
+
+    monkeypatch.setattr(LikelihoodPlan, "training_step", stop_at_step_5)
+    ckpt = tmp_path / "ckpt"
+    with pytest.warns(UserWarning, match="interrupted"):
+        first = models.get("nbgan", **params).fit(
+            counts_adata, label_key="cell_type", progress=False, seed=1, checkpoint_dir=ckpt
+        )
+    assert first.fit_record["stopped_because"] == "interrupted"
+    assert {r["stage"] for r in first.history} == {"autoencoder"}  # no adversarial step was taken
+    state, meta = read_training_state(ckpt)
+    assert meta["model"] == "nbgan" and AE_STAGE in state
+    saved = models.load(ckpt)
+    assert saved.name == "nbgan" and saved.sample(n=5, seed=0).n_obs == 5
+    # the saved start is the interrupted model's own (both started from the autoencoder's best state)
+    np.testing.assert_array_equal(
+        saved.sample(n=30, seed=2).X.toarray(), first.sample(n=30, seed=2).X.toarray()
+    )
+    monkeypatch.setattr(LikelihoodPlan, "training_step", step)
+
+    resumed = models.get("nbgan", **params).fit(
+        counts_adata, label_key="cell_type", progress=False, seed=1, checkpoint_dir=ckpt, resume=True
+    )
+    assert resumed.fit_record["stopped_because"] == "epochs"
+    assert resumed.fit_record["autoencoder"]["stopped_because"] == "epochs"
+    assert [r["stage"] for r in resumed.history] == [r["stage"] for r in whole.history]
+    cells = [m.sample(n=60, seed=3).X.toarray() for m in (resumed, whole)]
+    np.testing.assert_array_equal(*cells)

@@ -21,9 +21,11 @@ kept if nothing later beats it), and the critic judges whole cells, so training 
 decoder.
 
 With a time budget (``max_minutes``) the autoencoder gets ``ae_share`` of it (less if its own early
-stopping ends it sooner) and the adversarial stage the rest. Checkpoints are written in the adversarial
-stage: a run interrupted there resumes where it stopped (the autoencoder is not refitted); one interrupted
-during the autoencoder has nothing to resume.
+stopping ends it sooner) and the adversarial stage the rest. Checkpoints are written in both stages, each
+a complete nbgan model directory: in the autoencoder's, its best state so far as the generator's start (the
+decoder, fed each type's Gaussian of codes) with the autoencoder's training state beside it. A run
+interrupted in either stage resumes where it stopped (one interrupted in the adversarial stage does not
+refit the autoencoder); one interrupted in the autoencoder's keeps that start as its model.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ AE_OPTIONS = tuple(
         "checkpoint_minutes",
     )
 )  # fmt: skip
+#: the key that marks a checkpoint written in the autoencoder's stage (its value: that stage's plan state)
+AE_STAGE = "autoencoder_stage"
 #: the cgan parameters that mean nothing here: the generator's input is normal noise of the latent's
 #: size, and it starts from the autoencoder, not from the data's within-type axes
 _UNUSED = ("input_space", "init_variation")
@@ -181,11 +185,28 @@ class NBGAN(CGAN):
     def _autoencoder(self) -> NBVAE:
         p = self.params
         ae = {**p["ae"], "z_dim": p["z_dim"], "hidden": tuple(p["g_hidden"])[::-1]}
-        for k in ("val_fraction", "val_min_cells"):
+        for k in ("val_fraction", "val_min_cells", "checkpoint_minutes"):
             ae[k] = p[k]
         if p["max_minutes"] is not None:
             ae["max_minutes"] = float(p["max_minutes"]) * float(p["ae_share"])
         return NBVAE(**ae)
+
+    def _checkpoint_callback(self, path, meta):
+        write = super()._checkpoint_callback(path, meta)
+
+        def stage_aware(state: dict, model_state: dict) -> None:
+            ae = self._ae_stage
+            if ae is None:  # the adversarial stage: the cgan's checkpoint
+                write(state, model_state)
+                return
+            # the autoencoder's stage: the nbgan started from its best state so far, and its plan state
+            net = ae["net"]
+            net.load_state_dict(model_state)
+            start = _cpu_copy(self.modules["generator"])
+            start.start_from(net, encode_means(net, ae["data"]), ae["data"].label.codes)
+            write({AE_STAGE: state, "loop": state["loop"]}, start.state_dict())
+
+        return stage_aware
 
     def _start_generator(self, data, *, device, seed, progress, resume) -> None:
         self._ae_seconds = 0.0
@@ -202,12 +223,20 @@ class NBGAN(CGAN):
         ae = self._autoencoder()
         ae.info = self.info
         ae.modules = ae._build([c.n for c in data.conditions], data.n_genes)
-        ae._fit(data, device=device, seed=seed, progress=progress)
+        ae_net = _cpu_copy(ae.modules["generator"])
+        self._ae_stage = {"net": ae_net, "data": data}
+        try:
+            ae._fit(data, device=device, seed=seed, progress=progress, checkpoint=self._checkpoint,
+                    resume=self._ae_resume)  # fmt: skip
+        finally:
+            self._ae_stage = None
         net = ae.modules["generator"].to("cpu")
         codes = encode_means(net, data)
         self.modules["generator"].start_from(net, codes, data.label.codes)
         self._ae_seconds = time.monotonic() - started
         self._ae_history, self._ae_record = ae.history, ae.fit_record
+        if ae.fit_record.get("stopped_because") == "interrupted":
+            raise _InterruptedInAutoencoder
 
     def _settings(self):
         settings = super()._settings()
@@ -228,7 +257,17 @@ class NBGAN(CGAN):
 
     def _fit(self, data, *, device, seed, progress, checkpoint=None, resume=None):
         self._ae_history, self._ae_record = [], {}
-        super()._fit(data, device=device, seed=seed, progress=progress, checkpoint=checkpoint, resume=resume)
+        self._checkpoint, self._ae_stage, self._ae_resume = checkpoint, None, None
+        if resume is not None and AE_STAGE in resume:  # interrupted in the autoencoder's stage
+            self._ae_resume, resume = resume[AE_STAGE], None
+        try:
+            super()._fit(
+                data, device=device, seed=seed, progress=progress, checkpoint=checkpoint, resume=resume
+            )
+        except _InterruptedInAutoencoder:  # the model is the decoder's start; no adversarial stage
+            self.history = []
+            self.fit_record = {"stopped_because": "interrupted", "best_val": None,
+                               "val_metric": self.params["val_metric"]}  # fmt: skip
         offset = self._ae_seconds
         gan = [{**r, "stage": "gan", "seconds": r["seconds"] + offset} for r in self.history]
         self.history = [{**r, "stage": "autoencoder"} for r in self._ae_history] + gan
@@ -239,4 +278,16 @@ class NBGAN(CGAN):
             self.fit_record["autoencoder_seconds"] = round(offset, 3)
 
 
-__all__ = ["AE_OPTIONS", "DecoderGenerator", "NBGAN"]
+class _InterruptedInAutoencoder(Exception):
+    """SIGTERM/SIGINT stopped the autoencoder's stage: its checkpoint is written, the adversarial stage
+    does not start."""
+
+
+def _cpu_copy(module: nn.Module) -> nn.Module:
+    """A CPU copy of ``module`` to load checkpointed weights into (the training copy is left alone)."""
+    import copy
+
+    return copy.deepcopy(module).to("cpu")
+
+
+__all__ = ["AE_OPTIONS", "AE_STAGE", "DecoderGenerator", "NBGAN"]
