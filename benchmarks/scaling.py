@@ -174,7 +174,7 @@ def main() -> None:
     args.params = parse_key_values(args.param, "--param")
     if args.smoke:
         args.cells, args.real, args.genes, args.eval_cells = [200, 400], [], smoke.GENES, 150
-        args.params = {"epochs": smoke.EPOCHS, **args.params}
+        args.params = {**smoke.fit_params(args.model), **args.params}
     done = done_keys(args.out)
     for config in configurations(args):
         key = (config["data"], config["model"], config["train_cells"])

@@ -28,6 +28,16 @@ EVALUATE = {
 }
 
 
+def fit_params(model: str) -> dict:
+    """A smoke fit's epochs for ``model``: ``EPOCHS``, in each stage (nbgan: its autoencoder's too)."""
+    from cellsynth.models.registry import param_spec
+
+    params = {"epochs": EPOCHS}
+    if "ae" in param_spec(model):
+        params["ae"] = {"epochs": EPOCHS}
+    return params
+
+
 def smoke_cells(seed: int = 0) -> ad.AnnData:
     """300 cells × 100 genes of simulated counts, label ``obs["cell_type"]``."""
     return simulate(TYPES, n_genes=GENES, n_markers=10, seed=seed)

@@ -18,7 +18,8 @@ cells as TEST and the same detector scores them (monitor time is not training ti
   final one, over the peer's training time (``inf`` when never reached within the budget);
 - ``throughput_ratio``: our training cells per second over the peer's. Ours counts the cells through the
   generator in its optimisation steps (batch × generator steps; a likelihood model: cells through the
-  model), the peer's cells × epochs through its model, each over its own training seconds.
+  model; nbgan: its autoencoder's cells, then its generator's), the peer's cells × epochs through its
+  model, each over its own training seconds (nbgan's: both stages).
 
 Prints one ``RESULT time_to_peer_ratio=<x> throughput_ratio=<y>`` line (ours over the peer's) after a JSON
 record; ``--out DIR`` writes ``trace.csv`` (both curves) and ``time_to_fidelity.png``.
@@ -92,8 +93,9 @@ def main() -> None:
             rows.append(fit_peer(train, test, label_key, e, settings))
 
     params = parse_key_values(args.param, "--param")
-    epochs = smoke.EPOCHS if args.smoke else 1_000_000  # else the budget (or early stopping) ends the fit
-    ours = models.get(args.model, max_minutes=args.minutes, epochs=epochs, **params)
+    # smoke: a few epochs in each stage; else the budget (or early stopping) ends the fit
+    stages = smoke.fit_params(args.model) if args.smoke else {"epochs": 1_000_000}
+    ours = models.get(args.model, max_minutes=args.minutes, **{**stages, **params})
     request = test_request(test, label_key)
 
     def monitor(snapshot, step: int, seconds: float) -> dict:
@@ -116,9 +118,8 @@ def main() -> None:
     ]
     final = detection(test, ours.sample(per_type=request, seed=0), label_key, settings)
     train_seconds = float(history[-1]["seconds"]) if history else math.nan
-    batch = int(ours.params.get("batch_size", 0))
-    steps = int(history[-1].get("g_step", 0)) if history else 0
-    ours_rate = batch * steps / train_seconds if train_seconds > 0 else math.nan
+    cells, steps = cells_through(ours)
+    ours_rate = cells / train_seconds if train_seconds > 0 else math.nan
     record = {
         "dataset": args.dataset,
         "model": args.model,
@@ -151,6 +152,18 @@ def main() -> None:
         ratio = first / peer["seconds"]
         throughput = ours_rate / peer["cells_per_s"]
         print(f"RESULT time_to_peer_ratio={ratio:.3g} throughput_ratio={throughput:.3g}")
+
+
+def cells_through(model) -> tuple[int, int]:
+    """Training cells through the model and its optimisation steps, over every stage (nbgan: the
+    autoencoder's steps at its batch size, then the generator's at the GAN's)."""
+    last = {}
+    for r in model.history:  # each stage's step counter runs from 0; its last record holds the total
+        last[r.get("stage", "")] = int(r.get("g_step", 0))
+    batch = {"": int(model.params.get("batch_size", 0)), "gan": int(model.params.get("batch_size", 0))}
+    if "autoencoder" in last:
+        batch["autoencoder"] = int(model._autoencoder().params["batch_size"])
+    return sum(batch[k] * n for k, n in last.items()), sum(last.values())
 
 
 def selection(trace: list[dict]) -> dict[str, dict]:

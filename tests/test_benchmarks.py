@@ -13,6 +13,7 @@ import re
 import pandas as pd
 import pytest
 
+from cellsynth import models
 from tests.benchmark_runs import NUMBER, assert_finite, constant, result_values, smoke
 
 
@@ -100,7 +101,7 @@ def test_time_to_fidelity(scripts, tmp_path):
     assert set(result) == {"time_to_peer_ratio", "throughput_ratio"}
     assert result["throughput_ratio"] > 0 and math.isfinite(result["throughput_ratio"])
     trace = pd.read_csv(tmp_path / "trace.csv")
-    ours = trace[trace["model"] == "cgan"]
+    ours = trace[trace["model"] == models.DEFAULT_MODEL]
     assert len(ours) >= 1 and ours["detection_auc"].between(0, 1).all()  # the monitor scored every validation
     # the ratio is the first monitored time at or below the peer's AUC, over the peer's time
     reached = ours.loc[ours["detection_auc"] <= record["peer"]["detection_auc"], "seconds"]

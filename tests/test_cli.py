@@ -13,6 +13,7 @@ from cellsynth.data.datasets import simulate
 
 runner = CliRunner()
 SMALL = ["--param", "g_hidden=[32]", "--param", "d_hidden=[32,16]", "--param", "c_hidden=[16,8]", "--quiet"]
+AE = ["--param", 'ae={"epochs": 3}']  # the default model on counts (nbgan): its autoencoder's stage
 
 
 def invoke(*args):
@@ -53,8 +54,10 @@ def model_dir(h5ad_path, tmp_path_factory):
         "--out",
         out,
         *SMALL,
+        *AE,
     )
     assert r.exit_code == 0, r.output
+    assert "model: nbgan, the default for count data" in r.output
     return out
 
 
@@ -67,7 +70,7 @@ def test_sample_h5ad_with_per_type_counts(model_dir, tmp_path):
     r = invoke("sample", model_dir, "--n", 30, "--per-type", "NK=10", "--seed", 1, "--out", out)
     assert r.exit_code == 0, r.output
     s = ad.read_h5ad(out)
-    assert s.n_obs == 40
+    assert s.n_obs == 40 and s.uns["cellsynth"]["model"] == "nbgan"
     assert s.obs["cell_type"].value_counts()["NK"] >= 10
     assert "donor" in s.obs
     assert np.array_equal(s.X.data, np.round(s.X.data))
@@ -202,6 +205,7 @@ def test_demo_fits_pbmc68k_and_writes_labelled_cells_with_the_extra_rare_cells(t
     for name, k in real_counts.items():
         assert synth_counts[name] == k + (200 if name == rarest else 0), name
     model = load(out / "model")
+    assert model.name == "nbgan"  # the default model on counts
     assert model.fit_record["stopped_because"] == "time budget"
     assert model.sample(n=5, seed=0).obs["bulk_labels"].isin(real_counts.index).all()
 
@@ -309,9 +313,11 @@ def test_as_is_input_with_n_genes_samples_scaled_values_over_the_selected_genes(
         "fit", path, "--representation", "as_is", "--n-genes", 20, "--epochs", 2, "--out", model, *SMALL
     )
     assert r.exit_code == 0, r.output
+    assert "model: cgan, the default for as_is data (nbgan needs raw counts)" in r.output
     r = invoke("sample", model, "--n", 40, "--out", tmp_path / "s.h5ad")
     assert r.exit_code == 0, r.output
     s = ad.read_h5ad(tmp_path / "s.h5ad")
+    assert s.uns["cellsynth"]["model"] == "cgan"
     assert s.n_vars == 20 and set(s.var_names) <= set(scaled.var_names)
     assert s.var_names.is_unique
     X = np.asarray(s.X.toarray() if hasattr(s.X, "toarray") else s.X)
@@ -322,7 +328,7 @@ def test_as_is_input_with_n_genes_samples_scaled_values_over_the_selected_genes(
 
 def test_counts_input_with_n_genes_samples_integer_counts_over_those_genes(h5ad_path, tmp_path):
     model = tmp_path / "m"
-    r = invoke("fit", h5ad_path, "--n-genes", 30, "--epochs", 2, "--out", model, *SMALL)
+    r = invoke("fit", h5ad_path, "--n-genes", 30, "--epochs", 2, "--out", model, *SMALL, *AE)
     assert r.exit_code == 0, r.output
     r = invoke("sample", model, "--n", 40, "--out", tmp_path / "s.h5ad")
     assert r.exit_code == 0, r.output

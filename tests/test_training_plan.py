@@ -174,7 +174,7 @@ def h5ad(counts_adata, tmp_path) -> Path:
 
 def test_fit_refuses_to_replace_a_model_without_overwrite(h5ad, tmp_path):
     out = tmp_path / "model"
-    args = ["fit", str(h5ad), "--out", str(out), "--epochs", "1", "--quiet"]
+    args = ["fit", str(h5ad), "--model", "cgan", "--out", str(out), "--epochs", "1", "--quiet"]
     args += [f"--param={k}={json.dumps(v)}" for k, v in TINY.items()]
     assert CliRunner().invoke(app, args).exit_code == 0
     before = (out / "weights.safetensors").read_bytes()
@@ -191,7 +191,18 @@ def test_a_killed_fit_resumes_from_its_last_checkpoint(h5ad, tmp_path):
     """SIGKILL (no chance to save anything): the resumed run loses at most one checkpoint interval."""
     out = tmp_path / "model"
     interval_min = 0.01  # 0.6 s
-    cmd = [sys.executable, "-m", "cellsynth.cli", "fit", str(h5ad), "--out", str(out), "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cellsynth.cli",
+        "fit",
+        str(h5ad),
+        "--model",
+        "cgan",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     cmd += ["--epochs", "150", f"--param=checkpoint_minutes={interval_min}", "--param=patience=0"]
     cmd += [f"--param={k}={json.dumps(v)}" for k, v in TINY.items()]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

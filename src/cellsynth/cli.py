@@ -28,7 +28,7 @@ from .cli_options import (
     user_errors,
     whole_number,
 )
-from .defaults import DEFAULT_MODEL
+from .defaults import DEFAULT_MODEL, DEFAULT_MODEL_NOT_COUNTS
 from .errors import InputError
 
 app = typer.Typer(
@@ -54,7 +54,13 @@ def fit(
         list[str] | None,
         typer.Option("--condition-key", help="Further covariate to condition on (repeatable)"),
     ] = None,
-    model: Annotated[str, typer.Option(help="Model name (see `cellsynth models`)")] = DEFAULT_MODEL,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Model name (see `cellsynth models`); default: {DEFAULT_MODEL} for count data, "
+            f"{DEFAULT_MODEL_NOT_COUNTS} for log-normalised or scaled data"
+        ),
+    ] = None,
     layer: Annotated[str | None, typer.Option(help="Use adata.layers[LAYER] instead of X")] = None,
     representation: Annotated[str, typer.Option(help="auto | counts | log1p | as_is")] = "auto",
     n_genes: Annotated[
@@ -102,7 +108,7 @@ def fit(
 
     options = {"--epochs": epochs, "--max-minutes": max_minutes, "--leakage": leakage, "--gat-k": gat_k}
     options["--rare-threshold"] = rare_threshold
-    check_fit_options(model, options, n_genes=n_genes, seed=seed)
+    check_fit_options(model or DEFAULT_MODEL, options, n_genes=n_genes, seed=seed)
     check_out_path(out, directory=True)
     checkpoint_dir = out.with_name(f".{out.name}.checkpoint")
     if out.is_dir() and any(out.iterdir()) and not (overwrite or resume):
@@ -124,10 +130,22 @@ def fit(
             err=True,
         )
     garage = {"leakage": leakage, "gat_k": gat_k, "rare_threshold": rare_threshold}
-    params = _model_params(model, param, epochs=epochs, max_minutes=max_minutes, garage=garage)
-    m = models.get(model, **params)
+    # refused before the data are read: a named model's parameters, garage options without --model garage
+    named = model or DEFAULT_MODEL
+    early = _model_params(named, param, epochs=epochs, max_minutes=max_minutes, garage=garage)
+    if model is not None:
+        models.get(model, **early)
+    else:  # the default depends on the data: parameters either default takes pass here
+        try:
+            models.get(DEFAULT_MODEL, **early)
+        except InputError:
+            models.get(DEFAULT_MODEL_NOT_COUNTS, **early)
     adata = read(data, labels=labels, label_key=label_key, make_unique=make_unique)
     typer.echo(f"read {adata.n_obs} cells × {adata.n_vars} genes from {data}", err=True)
+    if model is None:
+        model = _default_model(adata, layer, representation)
+    params = _model_params(model, param, epochs=epochs, max_minutes=max_minutes, garage=garage)
+    m = models.get(model, **params)
     covariates = adata.uns.get("cellsynth_read", {}).get("covariates", [])
     if not condition_key and len(covariates):
         condition_key = [str(c) for c in covariates]
@@ -153,6 +171,19 @@ def fit(
             typer.echo(f"training failed; the best model so far is in {checkpoint_dir}", err=True)
         raise
     _report_fit(m, model, out, checkpoint_dir, data, time.monotonic() - t0)
+
+
+def _default_model(adata, layer: str | None, representation: str) -> str:
+    """The model fitted when --model is not given: the default for counts, or for other data; said on
+    stderr with the reason."""
+    from .data.celldata import resolved_representation
+    from .defaults import default_model
+
+    resolved = resolved_representation(adata, layer, representation)
+    model = default_model(resolved)
+    why = "count data" if resolved == "counts" else f"{resolved} data ({DEFAULT_MODEL} needs raw counts)"
+    typer.echo(f"model: {model}, the default for {why}; --model chooses another", err=True)
+    return model
 
 
 def _resumed_run(checkpoint_dir: Path) -> tuple[str, int, dict, list[str]]:
@@ -274,7 +305,7 @@ def demo(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed")] = 0,
 ):
-    """Fit a cgan on scanpy's bundled pbmc68k and write DIR/synthetic.h5ad and DIR/model/."""
+    """Fit the default model on scanpy's bundled pbmc68k; write DIR/synthetic.h5ad and DIR/model/."""
     from .demo import run_demo
     from .params import check_option
 

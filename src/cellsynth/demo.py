@@ -1,4 +1,4 @@
-"""`cellsynth demo`: fit a cgan on scanpy's bundled pbmc68k, sample, write, and show quick figures."""
+"""`cellsynth demo`: fit the default model on scanpy's bundled pbmc68k, sample, write, show quick figures."""
 
 from __future__ import annotations
 

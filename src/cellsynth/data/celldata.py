@@ -265,6 +265,12 @@ class CellData:
         )
 
 
+def resolved_representation(adata, layer: str | None = None, representation: str = "auto") -> str:
+    """What ``adata.X`` (or ``layers[layer]``) will be trained as: ``counts``, ``log1p`` or ``as_is``
+    (``auto`` resolved from the values); refused as fitting would refuse it."""
+    return _checked_matrix(adata, layer, representation)[1]
+
+
 def _checked_matrix(adata, layer: str | None, representation: str):
     """The expression matrix (float32), its resolved representation and whether it is non-negative;
     refused when it cannot be trained on as asked."""
