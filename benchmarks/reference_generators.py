@@ -1,14 +1,16 @@
-"""Non-learned reference generators on Baron mouse: how low can detection go without a model?
+"""Non-learned reference generators: how low can detection go without a model?
 
 Run from the repository root::
 
     .venv/bin/python benchmarks/reference_generators.py \
         nb pln smooth1 smooth3 smooth15 postpred20 postpred10:0.5
+    .venv/bin/python benchmarks/reference_generators.py --dataset immune_spectra nb
     .venv/bin/python benchmarks/reference_generators.py --smoke   # every kind, tiny simulated data
 
-Same split and evaluation as ``benchmarks/cgan_quality.py`` (50/50 by type, seed 0, TEST-sized sample, TRAIN
-for privacy). Each generator draws cells of a type from that type's TRAIN cells; library sizes are drawn from
-the type's TRAIN cells.
+``--dataset``: Baron mouse pancreas by default, pbmc68k or another file in ../shared/data. Same split and
+evaluation as ``benchmarks/cgan_quality.py`` and ``cellsynth benchmark`` (50/50 by type, seed 0, as many
+cells of each type as TEST holds, TRAIN for privacy). Each generator draws cells of a type from that type's
+TRAIN cells; library sizes are drawn from the type's TRAIN cells.
 
 - ``nb`` / ``pln``: each gene independent: the type's mean profile × library, with a per-(type, gene)
   method-of-moments over-dispersion, drawn as gamma–Poisson (negative binomial) or Poisson–log-normal.
@@ -28,19 +30,17 @@ that the script works, not a measurement.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 import smoke  # benchmarks/ is the script's directory
+from cgan_quality import halves
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
-from cellsynth.data.split import split_by_type
 from cellsynth.metrics import evaluate
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 KEYS = ["detection_auc", "detection_auc_logreg", "dcr_ratio", "ks_cell_zero_fraction", "gene_corr_pearson"]
 SMOKE_GENERATORS = ["nb", "pln", "smooth3", "postpred5:0.5"]
 
@@ -93,37 +93,34 @@ def draw(kind: str, y: np.ndarray, m: int, rng: np.random.Generator) -> np.ndarr
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("generators", nargs="*", help="nb, pln, smoothK, postpredK[:F]")
+    ap.add_argument("--dataset", default="baron_mouse_pancreas", help="pbmc68k or a file in ../shared/data")
     ap.add_argument("--smoke", action="store_true", help="tiny simulated data: checks the script")
     args = ap.parse_args()
     settings = None
     if args.smoke:
-        adata, settings = smoke.smoke_cells(), smoke.EVALUATE
+        args.dataset, settings = "smoke", smoke.EVALUATE
         args.generators = args.generators or SMOKE_GENERATORS
-    else:
-        if not args.generators:
-            ap.error("name at least one generator, e.g. nb pln smooth3 postpred20")
-        path = SHARED / "baron_mouse_pancreas.h5ad"
-        if not path.exists():
-            raise SystemExit(f"{path} is not present")
-        adata = ad.read_h5ad(path)
-    train, test = split_by_type(adata, label_key="cell_type", test_fraction=0.5, seed=0)
+    elif not args.generators:
+        ap.error("name at least one generator, e.g. nb pln smooth3 postpred20")
+    train, test, label_key = halves(args.dataset)
     X = sp.csr_matrix(train.X)
-    labels = train.obs["cell_type"].to_numpy()
+    labels = train.obs[label_key].astype(str).to_numpy()
+    # as many cells of each type as TEST holds (the benchmark's request)
+    want = test.obs[label_key].astype(str).value_counts()
     for kind in args.generators:
         rng = np.random.default_rng(0)
-        want = rng.choice(labels, test.n_obs)
         parts, out_labels = [], []
-        for t in np.unique(want):
-            m = int((want == t).sum())
-            parts.append(draw(kind, X[labels == t].toarray().astype(np.float64), m, rng))
-            out_labels += [t] * m
+        for t, m in want.items():
+            if m:
+                parts.append(draw(kind, X[labels == t].toarray().astype(np.float64), int(m), rng))
+                out_labels += [t] * int(m)
         syn = ad.AnnData(sp.csr_matrix(np.concatenate(parts).astype(np.float32)), var=train.var.copy())
-        syn.obs["cell_type"] = out_labels
+        syn.obs[label_key] = out_labels
         syn.obs_names = [f"ref{i}" for i in range(syn.n_obs)]
         met = evaluate(
             test,
             syn,
-            label_key="cell_type",
+            label_key=label_key,
             train=train,
             seed=0,
             families=["detection", "privacy", "genes"],

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from cellsynth import models
 from cellsynth.cli import app
 from cellsynth.errors import TrainingError
+from cellsynth.train.adversarial import AdversarialPlan
 from cellsynth.train.checkpoint import STATE_JSON, flatten, read_training_state, unflatten
 from cellsynth.train.losses import AdversarialLoss
 
@@ -349,3 +350,28 @@ def test_keep_decides_between_the_best_validated_state_and_the_final_one(keep, m
         assert result.stopped_because == "early stopping" and len(validated) == 3 and not same
     else:  # scores recorded at every epoch, no early stop, the state training ended in
         assert result.stopped_because == "epochs" and len(validated) == 6 and same
+
+
+@pytest.mark.parametrize("warmup", [0, 5])
+def test_critic_warmup_trains_the_critic_alone_for_its_first_steps(counts_adata, monkeypatch, warmup):
+    calls: list[str] = []
+    critic, generator = AdversarialPlan.critic_step, AdversarialPlan.generator_steps
+
+    def counted_critic(self, *a):
+        calls.append("d")
+        return critic(self, *a)
+
+    def counted_generator(self, *a):
+        calls.append("g")
+        return generator(self, *a)
+
+    monkeypatch.setattr(AdversarialPlan, "critic_step", counted_critic)
+    monkeypatch.setattr(AdversarialPlan, "generator_steps", counted_generator)
+    m = models.get("cgan", epochs=4, critic_warmup=warmup, **TINY)
+    m.fit(counts_adata, label_key="cell_type", progress=False)
+    n_critic = calls.count("d")
+    assert n_critic > warmup + 2
+    # the first generator step follows the critic's (warmup + 1)-th; then one per critic step
+    assert calls[: warmup + 3] == ["d"] * (warmup + 1) + ["g", "d"]
+    assert calls.count("g") == n_critic - warmup
+    assert m.history[-1]["g_step"] == n_critic - warmup

@@ -20,8 +20,11 @@ from .benchmark.command import benchmark as benchmark_command
 from .cli_options import (
     MakeUnique,
     check_fit_options,
+    check_model_params,
     check_out_path,
     check_seed,
+    default_model_for,
+    model_params,
     parse_key_values,
     parse_pairs,
     print_summary,
@@ -130,22 +133,14 @@ def fit(
             err=True,
         )
     garage = {"leakage": leakage, "gat_k": gat_k, "rare_threshold": rare_threshold}
-    # refused before the data are read: a named model's parameters, garage options without --model garage
-    named = model or DEFAULT_MODEL
-    early = _model_params(named, param, epochs=epochs, max_minutes=max_minutes, garage=garage)
-    if model is not None:
-        models.get(model, **early)
-    else:  # the default depends on the data: parameters either default takes pass here
-        try:
-            models.get(DEFAULT_MODEL, **early)
-        except InputError:
-            models.get(DEFAULT_MODEL_NOT_COUNTS, **early)
+    check_model_params(
+        model, model_params(model, param, epochs=epochs, max_minutes=max_minutes, garage=garage)
+    )
     adata = read(data, labels=labels, label_key=label_key, make_unique=make_unique)
     typer.echo(f"read {adata.n_obs} cells × {adata.n_vars} genes from {data}", err=True)
     if model is None:
-        model = _default_model(adata, layer, representation)
-    params = _model_params(model, param, epochs=epochs, max_minutes=max_minutes, garage=garage)
-    m = models.get(model, **params)
+        model = default_model_for(adata, layer, representation)
+    m = models.get(model, **model_params(model, param, epochs=epochs, max_minutes=max_minutes, garage=garage))
     covariates = adata.uns.get("cellsynth_read", {}).get("covariates", [])
     if not condition_key and len(covariates):
         condition_key = [str(c) for c in covariates]
@@ -173,19 +168,6 @@ def fit(
     _report_fit(m, model, out, checkpoint_dir, data, time.monotonic() - t0)
 
 
-def _default_model(adata, layer: str | None, representation: str) -> str:
-    """The model fitted when --model is not given: the default for counts, or for other data; said on
-    stderr with the reason."""
-    from .data.celldata import resolved_representation
-    from .defaults import default_model
-
-    resolved = resolved_representation(adata, layer, representation)
-    model = default_model(resolved)
-    why = "count data" if resolved == "counts" else f"{resolved} data ({DEFAULT_MODEL} needs raw counts)"
-    typer.echo(f"model: {model}, the default for {why}; --model chooses another", err=True)
-    return model
-
-
 def _resumed_run(checkpoint_dir: Path) -> tuple[str, int, dict, list[str]]:
     """What the run whose checkpoint is in ``checkpoint_dir`` was: model, seed, fit options and its
     parameters as ``--param`` items."""
@@ -194,21 +176,6 @@ def _resumed_run(checkpoint_dir: Path) -> tuple[str, int, dict, list[str]]:
     meta = read_training_meta(checkpoint_dir)
     params = [f"{k}={json.dumps(v)}" for k, v in meta["params"].items()]
     return meta["model"], meta["seed"], meta["fit"], params
-
-
-def _model_params(model: str, param, *, epochs, max_minutes, garage: dict) -> dict:
-    """The model parameters from ``--param`` items and the options that set a parameter of that name."""
-    params = parse_key_values(param, "--param")
-    if epochs is not None:
-        params["epochs"] = epochs
-    if max_minutes is not None:
-        params["max_minutes"] = max_minutes
-    for key, value in garage.items():
-        if value is not None:
-            if model != "garage":
-                raise InputError(f"--{key.replace('_', '-')} is a garage option; add --model garage")
-            params[key] = value
-    return params
 
 
 def _report_fit(m, model: str, out: Path, checkpoint_dir: Path, data: Path, seconds: float) -> None:

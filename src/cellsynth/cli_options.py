@@ -1,7 +1,8 @@
 """Parsing and checking command-line options, and turning user errors into one line.
 
 Shared by the commands in :mod:`cellsynth.cli`: ``KEY=VALUE`` and ``label=value`` lists, output paths,
-seeds and fit options checked before any data is read, and the metrics summary table.
+seeds, fit options and model parameters checked before any data is read, the default model for the data,
+and the metrics summary table.
 """
 
 from __future__ import annotations
@@ -130,6 +131,50 @@ def check_fit_options(model: str, options: dict[str, object], *, n_genes: int | 
         key = option.removeprefix("--").replace("-", "_")
         if key in spec:  # garage options given to another model are refused by name below
             check_option(option, value, spec[key])
+
+
+def model_params(model: str | None, param, *, epochs, max_minutes, garage: dict) -> dict:
+    """The model parameters from ``--param`` items and the options that set a parameter of that name
+    (the garage options only with ``--model garage``)."""
+    params = parse_key_values(param, "--param")
+    if epochs is not None:
+        params["epochs"] = epochs
+    if max_minutes is not None:
+        params["max_minutes"] = max_minutes
+    for key, value in garage.items():
+        if value is not None:
+            if model != "garage":
+                raise InputError(f"--{key.replace('_', '-')} is a garage option; add --model garage")
+            params[key] = value
+    return params
+
+
+def check_model_params(model: str | None, params: dict) -> None:
+    """Refuse parameters before any data is read: a named model's; without ``--model`` (the default
+    depends on the data), those that neither default takes."""
+    from .defaults import DEFAULT_MODEL, DEFAULT_MODEL_NOT_COUNTS
+    from .models import get
+
+    if model is not None:
+        get(model, **params)
+        return
+    try:
+        get(DEFAULT_MODEL, **params)
+    except InputError:
+        get(DEFAULT_MODEL_NOT_COUNTS, **params)
+
+
+def default_model_for(adata, layer: str | None, representation: str) -> str:
+    """The model fitted when ``--model`` is not given, said on stderr with the reason: the default for
+    counts, or for other data."""
+    from .data.celldata import resolved_representation
+    from .defaults import DEFAULT_MODEL, default_model
+
+    resolved = resolved_representation(adata, layer, representation)
+    model = default_model(resolved)
+    why = "count data" if resolved == "counts" else f"{resolved} data ({DEFAULT_MODEL} needs raw counts)"
+    typer.echo(f"model: {model}, the default for {why}; --model chooses another", err=True)
+    return model
 
 
 def whole_number(text: str) -> int:

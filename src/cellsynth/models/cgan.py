@@ -181,6 +181,9 @@ PARAMS = ParamSpec(
         Param("betas", _S.betas, "floats", "Adam's betas (wgan-gp: (0, 0.9))", length=(2, 2), ge=0, lt=1),
         Param("optimizer", _S.optimizer, "str", "optimiser of every network", choices=("adam", "rmsprop")),
         Param("g_steps", _S.g_steps, "int", "generator steps per critic step", ge=1, le=100),
+        Param(
+            "critic_warmup", _S.critic_warmup, "int", "critic steps alone before the generator's first", ge=0
+        ),
         Param("grad_clip", _S.grad_clip, "float", "gradient norm clip (null: none)", gt=0, optional=True),
         Param("ema_decay", _S.ema_decay, "float", "generator EMA (null, 0: none)", ge=0, lt=1, optional=True),
         Param("balance", _S.balance, "float", "minibatch type balance (0: as drawn, 1: equal)", ge=0, le=1),

@@ -5,16 +5,15 @@ batch their generator gets (``latent_fn``: plain noise, or noise with seed cells
 
 1. **critic step** on a fresh real minibatch: the critic scores real cells against generated ones
    (with R1 or the WGAN gradient penalty), and the auxiliary classifier learns the real labels;
-2. every ``d_steps`` critic steps, ``g_steps`` **generator steps**: the adversarial term + the
-   classifier's cross-entropy against the requested (possibly mixed) condition + the zero-fraction
-   match + the conditional MMD + the per-(type, gene) moment match (its gradient taken to each gene's own
-   pre-activation: :func:`~cellsynth.train.objectives.per_gene_path`).
+2. every ``d_steps`` critic steps (after ``critic_warmup`` critic-only steps), ``g_steps`` **generator
+   steps**: the adversarial term + the classifier's cross-entropy against the requested (possibly
+   mixed) condition + the zero-fraction match + the conditional MMD + the per-(type, gene) moment match
+   (its gradient to each gene's own pre-activation: :func:`~cellsynth.train.objectives.per_gene_path`).
 
 Generated cells are judged as they will be output: counts are drawn from the generated profile at a
 real cell's library size and normalised again (:class:`~cellsynth.data.preprocess.CountObservation`).
-Validation is a multi-bandwidth MMD in a PCA space of the training cells, on held-out cells; the
-best (EMA) generator is kept. The loop, stopping, checkpoints and rollback are the shared
-:class:`~cellsynth.train.plan.TrainingPlan`'s.
+Validation: a multi-bandwidth MMD in a PCA space of the training cells, on held-out cells (the best EMA
+generator is kept); the loop, stopping, checkpoints, rollback: :class:`~cellsynth.train.plan.TrainingPlan`.
 """
 
 from __future__ import annotations
@@ -54,6 +53,7 @@ class AdversarialSettings(TrainSettings):
     """The shared settings, and what the adversarial plan adds."""
 
     g_steps: int = 1
+    critic_warmup: int = 0  # critic (+ classifier) steps alone first: a trained start meets a trained critic
     class_weight: float = 1.0
     conditional: bool = True  # False: the networks never see the cell type (GARAGE's unconditional mode)
     sparsity_weight: float = 50.0
@@ -262,7 +262,8 @@ class AdversarialPlan(TrainingPlan):
         packed = self.packing(codes)
         out = self.critic_step(x_real, codes, w_real, rows, packed)
         self.d_count += 1
-        if self.d_count % self.loss.d_steps == 0:
+        after = self.d_count - self.settings.critic_warmup
+        if after > 0 and after % self.loss.d_steps == 0:
             out.update(self.generator_steps(x_real, w_real, rows, packed))
         return out
 
