@@ -72,8 +72,8 @@ def run_demo(out: Path, *, max_minutes: float = 3.0, device: str = "auto", seed:
     figures = quick_fidelity(real, synthetic, label_key, seed=seed)
     rec = model.fit_record
     console.print(
-        f"trained {len(model.history)} epochs in {fit_s:.0f}s (stopped: {rec['stopped_because']}); "
-        f"best validation {rec['val_metric']} {rec['best_val']:.4f}"
+        f"trained {model.name}: {len(model.history)} epochs in {fit_s:.0f}s "
+        f"(stopped: {rec['stopped_because']}); best validation {rec['val_metric']} {rec['best_val']:.4f}"
     )
     fig = Table(title="quick fidelity (full suite: cellsynth evaluate)")
     fig.add_column("figure")
