@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +66,22 @@ def assert_labelled_counts(out, requested: dict[str, int], real) -> None:
     X = out.X.toarray()
     assert np.array_equal(X, np.round(X)) and X.min() >= 0 and (X > 0).any()
     assert set(out.obs["donor"]) <= set(real.obs["donor"])
+
+
+def sigterm_at_step(monkeypatch, plan_class, step: int) -> Callable[[], None]:
+    """Make ``plan_class.training_step`` raise SIGTERM at its ``step``-th call (1-based), as a stop from
+    outside would; returns the function that puts the original ``training_step`` back."""
+    original = plan_class.training_step
+    calls = {"n": 0}
+
+    def stopping(self, rows):
+        calls["n"] += 1
+        if calls["n"] == step:
+            signal.raise_signal(signal.SIGTERM)
+        return original(self, rows)
+
+    monkeypatch.setattr(plan_class, "training_step", stopping)
+    return lambda: monkeypatch.setattr(plan_class, "training_step", original)
 
 
 @pytest.fixture(scope="session")

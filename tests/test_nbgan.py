@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-
 import numpy as np
 import pytest
 import torch
@@ -15,7 +13,7 @@ from cellsynth.models.nbgan import AE_STAGE, DecoderGenerator
 from cellsynth.models.vae import NBVAENet
 from cellsynth.train.checkpoint import read_training_state
 from cellsynth.train.likelihood import LikelihoodPlan
-from tests.conftest import assert_labelled_counts
+from tests.conftest import assert_labelled_counts, sigterm_at_step
 
 TINY = dict(
     epochs=3,
@@ -122,16 +120,7 @@ def test_a_run_stopped_in_the_autoencoders_stage_resumes_there_and_ends_like_an_
     params = {**TINY, "ae": {"epochs": 4}}
     whole = models.get("nbgan", **params).fit(counts_adata, label_key="cell_type", progress=False, seed=1)
 
-    step = LikelihoodPlan.training_step
-    calls = {"n": 0}
-
-    def stop_at_step_5(self, rows):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            signal.raise_signal(signal.SIGTERM)
-        return step(self, rows)
-
-    monkeypatch.setattr(LikelihoodPlan, "training_step", stop_at_step_5)
+    restore = sigterm_at_step(monkeypatch, LikelihoodPlan, 5)  # while the autoencoder trains
     ckpt = tmp_path / "ckpt"
     with pytest.warns(UserWarning, match="interrupted"):
         first = models.get("nbgan", **params).fit(
@@ -147,7 +136,7 @@ def test_a_run_stopped_in_the_autoencoders_stage_resumes_there_and_ends_like_an_
     np.testing.assert_array_equal(
         saved.sample(n=30, seed=2).X.toarray(), first.sample(n=30, seed=2).X.toarray()
     )
-    monkeypatch.setattr(LikelihoodPlan, "training_step", step)
+    restore()
 
     resumed = models.get("nbgan", **params).fit(
         counts_adata, label_key="cell_type", progress=False, seed=1, checkpoint_dir=ckpt, resume=True

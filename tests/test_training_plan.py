@@ -20,6 +20,7 @@ from cellsynth.errors import TrainingError
 from cellsynth.train.adversarial import AdversarialPlan
 from cellsynth.train.checkpoint import STATE_JSON, flatten, read_training_state, unflatten
 from cellsynth.train.losses import AdversarialLoss
+from tests.conftest import sigterm_at_step
 
 TINY = dict(g_hidden=(32, 64), d_hidden=(64, 32), c_hidden=(32, 16), z_dim=16, val_every_steps=5)
 
@@ -56,21 +57,10 @@ def test_a_stopped_run_resumed_from_its_checkpoint_ends_exactly_like_an_uninterr
     counts_adata, tmp_path, monkeypatch
 ):
     """SIGTERM mid-epoch: a checkpoint is written and training stops; resuming gives the same model."""
-    from cellsynth.train.adversarial import AdversarialPlan
-
     params = dict(epochs=6, **TINY)
     whole = models.get("cgan", **params).fit(counts_adata, label_key="cell_type", progress=False, seed=2)
 
-    step = AdversarialPlan.training_step
-    calls = {"n": 0}
-
-    def stop_at_step_8(self, rows):
-        calls["n"] += 1
-        if calls["n"] == 8:  # mid-epoch (3 steps per epoch here)
-            signal.raise_signal(signal.SIGTERM)
-        return step(self, rows)
-
-    monkeypatch.setattr(AdversarialPlan, "training_step", stop_at_step_8)
+    restore = sigterm_at_step(monkeypatch, AdversarialPlan, 8)  # mid-epoch (3 steps per epoch here)
     ckpt = tmp_path / "ckpt"
     with pytest.warns(UserWarning, match="interrupted"):
         first = models.get("cgan", **params).fit(
@@ -80,7 +70,7 @@ def test_a_stopped_run_resumed_from_its_checkpoint_ends_exactly_like_an_uninterr
     state, meta = read_training_state(ckpt)
     assert state["loop"]["epoch"] == 2 and state["loop"]["batch"] == 2  # two steps into the third epoch
     assert models.load(ckpt).sample(n=5).n_obs == 5  # the checkpoint is also a complete model directory
-    monkeypatch.setattr(AdversarialPlan, "training_step", step)
+    restore()
 
     resumed = models.get("cgan", **params).fit(
         counts_adata, label_key="cell_type", progress=False, seed=2, checkpoint_dir=ckpt, resume=True
@@ -92,21 +82,13 @@ def test_a_stopped_run_resumed_from_its_checkpoint_ends_exactly_like_an_uninterr
 
 
 def test_resume_refuses_a_checkpoint_of_another_run(counts_adata, tmp_path, monkeypatch):
-    from cellsynth.train.adversarial import AdversarialPlan
-
-    step = AdversarialPlan.training_step
-
-    def stop_now(self, rows):
-        signal.raise_signal(signal.SIGTERM)
-        return step(self, rows)
-
-    monkeypatch.setattr(AdversarialPlan, "training_step", stop_now)
+    restore = sigterm_at_step(monkeypatch, AdversarialPlan, 1)
     ckpt = tmp_path / "ckpt"
     with pytest.warns(UserWarning):
         models.get("cgan", epochs=3, **TINY).fit(
             counts_adata, label_key="cell_type", progress=False, checkpoint_dir=ckpt
         )
-    monkeypatch.setattr(AdversarialPlan, "training_step", step)
+    restore()
     with pytest.raises(TrainingError, match="other parameters"):
         models.get("cgan", epochs=3, **{**TINY, "lr_g": 1e-3}).fit(
             counts_adata, label_key="cell_type", progress=False, checkpoint_dir=ckpt, resume=True

@@ -3,8 +3,6 @@ mixing, resume, the count likelihood and its sampler."""
 
 from __future__ import annotations
 
-import signal
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -17,7 +15,7 @@ from cellsynth.errors import InputError, TrainingError
 from cellsynth.models.nbvae import draw_nb, nb_log_prob, zinb_log_prob
 from cellsynth.train.checkpoint import read_training_state
 from cellsynth.train.likelihood import LikelihoodPlan, LikelihoodSettings, recover_counts
-from tests.conftest import assert_integer, assert_labelled_counts
+from tests.conftest import assert_integer, assert_labelled_counts, sigterm_at_step
 
 SMALL = dict(z_dim=8, hidden=(64, 64), val_every_steps=5)
 NAMES = ("vae", "nbvae")
@@ -178,16 +176,7 @@ def test_a_stopped_run_resumed_from_its_checkpoint_ends_exactly_like_an_uninterr
     params = dict(epochs=5, ema_decay=0.9, kl_warmup_steps=6, **SMALL)
     whole = models.get("vae", **params).fit(counts_adata, label_key="cell_type", progress=False, seed=2)
 
-    step = LikelihoodPlan.training_step
-    calls = {"n": 0}
-
-    def stop_at_step_8(self, rows):
-        calls["n"] += 1
-        if calls["n"] == 8:  # mid-epoch (3 steps per epoch here)
-            signal.raise_signal(signal.SIGTERM)
-        return step(self, rows)
-
-    monkeypatch.setattr(LikelihoodPlan, "training_step", stop_at_step_8)
+    restore = sigterm_at_step(monkeypatch, LikelihoodPlan, 8)  # mid-epoch (3 steps per epoch here)
     ckpt = tmp_path / "ckpt"
     with pytest.warns(UserWarning, match="interrupted"):
         first = models.get("vae", **params).fit(
@@ -197,7 +186,7 @@ def test_a_stopped_run_resumed_from_its_checkpoint_ends_exactly_like_an_uninterr
     state, _ = read_training_state(ckpt)
     assert state["loop"]["epoch"] == 2 and state["loop"]["batch"] == 2
     assert models.load(ckpt).sample(n=5).n_obs == 5  # the checkpoint is a complete model directory
-    monkeypatch.setattr(LikelihoodPlan, "training_step", step)
+    restore()
 
     resumed = models.get("vae", **params).fit(
         counts_adata, label_key="cell_type", progress=False, seed=2, checkpoint_dir=ckpt, resume=True

@@ -266,17 +266,23 @@ class CellData:
 
 
 def resolved_representation(adata, layer: str | None = None, representation: str = "auto") -> str:
-    """What ``adata.X`` (or ``layers[layer]``) will be trained as: ``counts``, ``log1p`` or ``as_is``
-    (``auto`` resolved from the values); refused as fitting would refuse it."""
-    return _checked_matrix(adata, layer, representation)[1]
+    """What ``adata.X`` (or ``layers[layer]``) holds as far as ``representation`` says (``auto``: detected
+    from the values, without copying them); whether it can be trained on is checked by fitting."""
+    X = _matrix(adata, layer)
+    return detect_representation(X) if representation == "auto" else representation
+
+
+def _matrix(adata, layer: str | None):
+    """``adata.X`` or ``adata.layers[layer]`` (an unknown layer refused)."""
+    if layer is not None and layer not in adata.layers:
+        raise InputError(f"layer {layer!r} not found (available: {list(adata.layers)}); fix --layer")
+    return adata.layers[layer] if layer is not None else adata.X
 
 
 def _checked_matrix(adata, layer: str | None, representation: str):
     """The expression matrix (float32), its resolved representation and whether it is non-negative;
     refused when it cannot be trained on as asked."""
-    if layer is not None and layer not in adata.layers:
-        raise InputError(f"layer {layer!r} not found (available: {list(adata.layers)}); fix --layer")
-    X = _as_float32(adata.layers[layer] if layer is not None else adata.X)
+    X = _as_float32(_matrix(adata, layer))
     values = X.data if sp.issparse(X) else X
     if not np.all(np.isfinite(values)):
         raise InputError(
