@@ -63,6 +63,17 @@ GAT_OPTIONS = tuple(
 )
 
 
+#: the parameters of the seed selection (GARAGE's, and any model that mixes seeds into its input)
+SEEDING_PARAMS = (
+    Param("leakage", 0.2, "float", "share λ of training cells used as seeds (0: no seeds)", ge=0, le=1),
+    Param("seed_method", "gat", "str", "how seed cells are scored", choices=SEED_METHODS),
+    Param("gat_k", 5, "int", "neighbours per cell in the kNN graph", ge=1, le=1000),
+    Param("rare_threshold", None, "int", "types of ≤ this many cells (null: data)", ge=0, optional=True),
+    Param("min_seeds_per_type", 2, "int", "seeds every type gets (rare types first)", ge=0),
+    Param("gat", {}, "dict", "options of the GAT (seeding.attention.train_gat_scores)", keys=GAT_OPTIONS),
+)
+
+
 class SeedBank(nn.Module):
     """The seeds as the generator sees them, and the copying guard's reference frame (buffers only)."""
 
@@ -126,12 +137,7 @@ class GARAGE(CGAN):
     # three times the cgan's learning rates: the default sweep across the datasets (docs/benchmarks.md,
     # "Each model's defaults") found GARAGE better with them on Baron mouse and no worse elsewhere
     param_spec = CGAN.param_spec.with_defaults(**{k: 3 * v for k, v in _CGAN_LR.items()}).extend(
-        Param("leakage", 0.2, "float", "share λ of training cells used as seeds (0: cgan)", ge=0, le=1),
-        Param("seed_method", "gat", "str", "how seed cells are scored", choices=SEED_METHODS),
-        Param("gat_k", 5, "int", "neighbours per cell in the kNN graph", ge=1, le=1000),
-        Param("rare_threshold", None, "int", "types of ≤ this many cells (null: data)", ge=0, optional=True),
-        Param("min_seeds_per_type", 2, "int", "seeds every type gets (rare types first)", ge=0),
-        Param("gat", {}, "dict", "options of the GAT (seeding.attention.train_gat_scores)", keys=GAT_OPTIONS),
+        *SEEDING_PARAMS
     )
 
     # ------------------------------------------------------------------ networks
@@ -154,9 +160,8 @@ class GARAGE(CGAN):
         leakage = float(p["leakage"])
         n_genes = data.n_genes
         z_dim = self._z_dim(n_genes)
-        X = data.X
         if leakage > 0:
-            comps = max(_GUARD_COMPONENTS, z_dim if p["input_space"] == "pca" else 0)
+            comps = max(_GUARD_COMPONENTS, z_dim if p.get("input_space") == "pca" else 0)
             mean, basis, coords = data.pca(comps, seed)
             labels = np.asarray(data.label.categories)[data.label.codes]
             names = data.obs_names if data.obs_names is not None else np.arange(data.n_cells).astype(str)
@@ -177,20 +182,13 @@ class GARAGE(CGAN):
             rows = np.flatnonzero(selection.is_seed)
             g = min(_GUARD_COMPONENTS, coords.shape[1])
             bank = SeedBank(len(rows), z_dim, n_genes, g)
-            if p["input_space"] == "pca":
-                k = min(z_dim, coords.shape[1])  # small data: fewer components than noise dimensions
-                std = coords[:, :k].std(0).clip(1e-6)
-                bank.latent[:, :k] = torch.from_numpy(coords[rows, :k] / std)
-            else:
-                seed_x = data.dense_rows(rows)
-                top = max(float(X.max()), 1e-6)
-                bank.latent.copy_(torch.from_numpy(seed_x / top * 2 - 1))
             bank.label.copy_(torch.from_numpy(data.label.codes[rows]))
             bank.guard_mean.copy_(torch.from_numpy(mean))
             bank.guard_basis.copy_(torch.from_numpy(basis[:, :g]))
             bank.guard_coords.copy_(torch.from_numpy(coords[rows, :g]))
             bank.guard_reference.fill_(_nearest_neighbour_median(coords[:, :g]))
             self.modules["seeds"] = bank
+            self._seed_inputs(bank, data, coords, rows)
             self.info["seeding"] = {
                 **jsonable(selection.record()),
                 "guard_components": g,
@@ -206,6 +204,18 @@ class GARAGE(CGAN):
             return z, weights, rows
 
         return latent_fn
+
+    def _seed_inputs(self, bank: SeedBank, data, coords: np.ndarray, rows: np.ndarray) -> None:
+        """Fill ``bank.latent``: the seeds as the generator's input (``rows``: their training rows,
+        ``coords``: every training cell's principal-component coordinates)."""
+        z_dim = bank.latent.shape[1]
+        if self.params["input_space"] == "pca":
+            k = min(z_dim, coords.shape[1])  # small data: fewer components than noise dimensions
+            std = coords[:, :k].std(0).clip(1e-6)
+            bank.latent[:, :k] = torch.from_numpy(coords[rows, :k] / std)
+        else:
+            top = max(float(data.X.max()), 1e-6)
+            bank.latent.copy_(torch.from_numpy(data.dense_rows(rows) / top * 2 - 1))
 
     def _latent(self, weights, gen):
         bank = self.modules["seeds"]

@@ -81,6 +81,15 @@ class TypeGaussianNoise(nn.Module):
         scaled = torch.einsum("lij,nj->nli", dev, z)  # each cell's noise through every type's matrix
         return mean + (weights[0].to(z.dtype)[:, :, None] * scaled).sum(1)
 
+    @torch.no_grad()
+    def whiten(self, codes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The noise that :meth:`forward` turns into ``codes`` for cells of type ``labels``,
+        ``dev[c]⁻¹ (code − mean[c])`` (covariates' embeddings left out: they start at zero)."""
+        mean = self.mean[0][labels]
+        dev = torch.tril(self.dev)[labels]
+        rhs = (codes.to(dev.dtype) - mean)[:, :, None]
+        return torch.linalg.solve_triangular(dev, rhs, upper=False)[:, :, 0]
+
 
 class DecoderGenerator(nn.Module):
     """``z → z' = mean[c] + z ⊙ dev[c] → decoder → log1p(ρ · 1e4)``: the cgan's generator interface
@@ -203,7 +212,9 @@ class NBGAN(CGAN):
             net = ae["net"]
             net.load_state_dict(model_state)
             start = _cpu_copy(self.modules["generator"])
-            start.start_from(net, encode_means(net, ae["data"]), ae["data"].label.codes)
+            codes = encode_means(net, ae["data"])
+            start.start_from(net, codes, ae["data"].label.codes)
+            self._started(start, ae["data"], codes)
             write({AE_STAGE: state, "loop": state["loop"]}, start.state_dict())
 
         return stage_aware
@@ -233,10 +244,15 @@ class NBGAN(CGAN):
         net = ae.modules["generator"].to("cpu")
         codes = encode_means(net, data)
         self.modules["generator"].start_from(net, codes, data.label.codes)
+        self._started(self.modules["generator"], data, codes)
         self._ae_seconds = time.monotonic() - started
         self._ae_history, self._ae_record = ae.history, ae.fit_record
         if ae.fit_record.get("stopped_because") == "interrupted":
             raise _InterruptedInAutoencoder
+
+    def _started(self, generator: DecoderGenerator, data, codes: np.ndarray) -> None:
+        """Called once ``generator`` is put at a start (the final one, or a checkpoint's in the
+        autoencoder's stage), with the training cells' codes (posterior means) it started from."""
 
     def _settings(self):
         settings = super()._settings()
