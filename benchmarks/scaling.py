@@ -119,6 +119,14 @@ def append(path: Path, row: dict) -> None:
     frame.to_csv(path, mode="a", header=not path.exists(), index=False)
 
 
+def markdown(table: pd.DataFrame) -> str:
+    """``table`` as a Markdown table (empty cells for missing values)."""
+    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
+    for row in table.itertuples(index=False):
+        lines.append("| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
 def plot(path: Path, png: Path) -> None:
     import matplotlib
 
@@ -169,7 +177,7 @@ def main() -> None:
         print("ROW " + json.dumps(run_one(json.loads(args.one))))
         return
     if args.table:
-        print(pd.read_csv(args.out).to_markdown(index=False))
+        print(markdown(pd.read_csv(args.out)))
         return
     args.params = parse_key_values(args.param, "--param")
     if args.smoke:
