@@ -42,6 +42,9 @@ def test_scaling(scripts, tmp_path):
     again = smoke(scripts, "scaling.py", "--out", str(csv))
     assert again.count("kept (") == 2
     pd.testing.assert_frame_equal(pd.read_csv(csv), table)
+    # the CSV as a Markdown table: a header, its rule, a row per configuration
+    lines = smoke(scripts, "scaling.py", "--table", "--out", str(csv)).strip().splitlines()
+    assert lines[0].startswith("| data | model | train_cells |") and len(lines) == 2 + len(table)
 
 
 def test_garage_claim(scripts, tmp_path):
