@@ -13,18 +13,9 @@ from cellsynth.models.nbgarage import SEED_CODES
 from cellsynth.train.adversarial import AdversarialPlan
 from cellsynth.train.checkpoint import read_training_state
 from tests.conftest import sigterm_at_step
+from tests.test_nbgan import TINY as NBGAN_TINY
 
-TINY = dict(
-    epochs=3,
-    val_every_steps=5,
-    z_dim=8,
-    g_hidden=(32, 32),
-    d_hidden=(32, 16),
-    c_hidden=(16,),
-    ae={"epochs": 3},
-    leakage=0.25,
-    gat={"max_epochs": 20},
-)
+TINY = {**NBGAN_TINY, "leakage": 0.25, "gat": {"max_epochs": 20}}
 
 
 @pytest.fixture(scope="module")
