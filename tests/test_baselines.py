@@ -115,6 +115,34 @@ def test_weight_clipping_clips_the_critic_but_not_its_input_projection():
     assert float(critic.projection.basis.abs().max()) == 5.0
 
 
+def test_a_critic_fed_projected_cells_has_the_gene_space_r1_penalty():
+    """The plan feeds a PCA-space critic projected cells (packed after the projection) and takes R1 in
+    that space: the same logits, and the same penalty as in gene space when the basis is orthonormal."""
+    from cellsynth.nn.blocks import InputProjection, Projected, ProjectionDiscriminator
+    from cellsynth.train.objectives import r1_penalty
+
+    torch.manual_seed(0)
+    critic = Projected(InputProjection(30, 6), ProjectionDiscriminator(12, [3], (16, 8)))
+    basis, _ = torch.linalg.qr(torch.randn(30, 6))
+    critic.projection.set(torch.randn(30), basis)
+    x = torch.randn(10, 30)
+    w = [torch.nn.functional.one_hot(torch.arange(10) % 3, 3).float()]
+    partners = [torch.roll(torch.arange(10), 1)]
+    # packing after the projection = projecting each packed slot
+    slots = torch.cat([critic.projection(x), critic.projection(x[partners[0]])], 1)
+    assert torch.allclose(critic(x, w, partners=partners), critic.module(slots, w), atol=1e-6)
+    xg = x.clone().requires_grad_(True)
+    gene_r1 = r1_penalty(critic(xg, w, partners=partners), xg)
+    v = critic.projection(x).requires_grad_(True)
+    view_r1 = r1_penalty(critic(v, w, partners=partners, projected=True), v)
+    assert float(gene_r1) > 0
+    assert float(view_r1) == pytest.approx(float(gene_r1), rel=1e-4)
+    assert critic.projection.is_orthonormal()
+    critic.projection.set(torch.zeros(30), 2.0 * basis)  # not orthonormal: the plan projects in gene space
+    assert not critic.projection.is_orthonormal()
+    assert not InputProjection(30, 6).is_orthonormal()  # unset
+
+
 # ---------------------------------------------------------------------------- the models
 @pytest.fixture(scope="module")
 def fitted(counts_adata):

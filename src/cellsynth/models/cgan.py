@@ -282,7 +282,7 @@ class CGAN(SyntheticCellModel):
         critic = ProjectionDiscriminator(pack * n_in, sizes, p["d_hidden"], dropout=p["d_dropout"])
         classifier = ConditionClassifier(n_in, sizes, p["c_hidden"]) if self._needs_classifier() else None
         if p["critic_space"] == "pca":
-            critic = Projected(InputProjection(n_genes, n_in), critic, pack=pack)
+            critic = Projected(InputProjection(n_genes, n_in), critic)
             if classifier is not None:
                 classifier = Projected(InputProjection(n_genes, n_in), classifier)
         modules = {

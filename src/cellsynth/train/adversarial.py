@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -138,6 +139,10 @@ class AdversarialPlan(TrainingPlan):
                 torch.from_numpy(mean_t).to(dev), torch.from_numpy(var_t).to(dev), s.moment_decay
             )
         self.codes_all = torch.from_numpy(data.codes)
+        # a critic behind a fixed orthonormal projection (a PCA) is fed projected cells, projected once per
+        # batch; R1 is then taken in that space, and equals the gene space's (‖g Bᵀ‖ = ‖g‖ for BᵀB = I)
+        view = getattr(self.discriminator, "projection", None)
+        self.view = view if view is not None and view.is_orthonormal() else None
         pca_mean, pca_axes, _ = principal_axes(data, train_rows, 50, rng)
         self.pca_mean = torch.from_numpy(pca_mean).to(dev)
         self.pca_basis = torch.from_numpy(np.ascontiguousarray(pca_axes.T)).to(dev)
@@ -235,20 +240,21 @@ class AdversarialPlan(TrainingPlan):
         mix = alpha * lab + (1 - alpha) * lab[partner]
         return [torch.where(mixed[:, None], mix, lab), *w_real[1:]]
 
-    def packing(self, codes: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-        """How the critic's input is packed (PacGAN): each cell beside ``pack - 1`` cells of its type."""
-        s = self.settings
-        if s.pack <= 1:
-            return _unpacked
+    def packing(self, codes: torch.Tensor) -> list[torch.Tensor]:
+        """The critic's partners for a batch (PacGAN): each cell beside ``pack - 1`` cells of its type."""
         # generated row i was drawn for real row i's label: same pairing; unconditional: fake pairs
         # cannot share a hidden label, so real pairs do not either
         group = codes[:, 0] if self.prior is None else torch.zeros_like(codes[:, 0])
-        partners = [same_label_partners(group, self.gen) for _ in range(s.pack - 1)]
+        return [same_label_partners(group, self.gen) for _ in range(self.settings.pack - 1)]
 
-        def packed(x):
-            return torch.cat([x, *(x[p] for p in partners)], dim=1)
+    def critic_view(self, x: torch.Tensor) -> torch.Tensor:
+        """What the critic's network is fed for cells ``x``: their projection when it is computed here."""
+        return x if self.view is None else self.view(x)
 
-        return packed
+    def judge(self, v: torch.Tensor, weights, partners, *, raw: bool = False) -> torch.Tensor:
+        """The critic's logits for viewed cells ``v`` (:meth:`critic_view`), packed with ``partners``."""
+        net = self.discriminator if raw else self.discriminator_f
+        return net(v, weights, partners=partners, **({} if self.view is None else {"projected": True}))
 
     # ------------------------------------------------------------------ one step
     def training_step(self, rows: np.ndarray) -> dict[str, float]:
@@ -259,15 +265,15 @@ class AdversarialPlan(TrainingPlan):
         """One step on the dense real cells ``x_real`` with condition ``codes`` (cells × keys); ``rows``
         are their training rows (the count draw uses their library sizes)."""
         w_real = one_hot_conditions(codes, self.sizes)
-        packed = self.packing(codes)
-        out = self.critic_step(x_real, codes, w_real, rows, packed)
+        partners = self.packing(codes)
+        out = self.critic_step(x_real, codes, w_real, rows, partners)
         self.d_count += 1
         after = self.d_count - self.settings.critic_warmup
         if after > 0 and after % self.loss.d_steps == 0:
-            out.update(self.generator_steps(x_real, w_real, rows, packed))
+            out.update(self.generator_steps(x_real, w_real, rows, partners))
         return out
 
-    def critic_step(self, x_real, codes, w_real, rows, packed) -> dict[str, float]:
+    def critic_step(self, x_real, codes, w_real, rows, partners) -> dict[str, float]:
         """One update of the critic (+ the auxiliary classifier on real cells with their real labels)."""
         s, fabric = self.settings, self.fabric
         w_fake = self.fake_conditions(w_real)
@@ -276,22 +282,23 @@ class AdversarialPlan(TrainingPlan):
             w_fake = self.as_given(w_fake)
             x_fake, _ = self.generator_f(z, w_fake)
             x_fake, _ = self.observed(x_fake, fake_rows, w_fake)
+            v_real, v_fake = self.critic_view(x_real), self.critic_view(x_fake)
         if s.r1_weight:
             # the raw module under Fabric's autocast: Fabric forbids autograd.grad via its wrapper
-            x_real.requires_grad_(True)
+            v_real = v_real.detach().requires_grad_(True)  # (gene space: v_real is x_real itself)
             with fabric.autocast():
-                real_logits = self.discriminator(packed(x_real), self.as_given(w_real))
+                real_logits = self.judge(v_real, self.as_given(w_real), partners, raw=True)
         else:
-            real_logits = self.discriminator_f(packed(x_real), self.as_given(w_real))
-        d_loss = self.loss.d_loss(real_logits, self.discriminator_f(packed(x_fake), w_fake))
+            real_logits = self.judge(v_real, self.as_given(w_real), partners)
+        d_loss = self.loss.d_loss(real_logits, self.judge(v_fake, w_fake, partners))
         if s.r1_weight:
-            d_loss = d_loss + s.r1_weight * r1_penalty(real_logits, x_real)
-            x_real = x_real.detach()
+            d_loss = d_loss + s.r1_weight * r1_penalty(real_logits, v_real)
+            v_real = v_real.detach()
         if self.loss.gradient_penalty:
             with fabric.autocast():
-                d_loss = d_loss + self.loss.gradient_penalty * gradient_penalty(
-                    self.discriminator, packed(x_real), packed(x_fake), self.as_given(w_real), self.gen
-                )
+                critic = partial(self.judge, partners=partners, raw=True)
+                gp = gradient_penalty(critic, v_real, v_fake, self.as_given(w_real), self.gen)
+                d_loss = d_loss + self.loss.gradient_penalty * gp
         c_loss = torch.zeros((), device=self.device)
         if self.classifier_f is not None:
             logits = self.classifier_f(x_real)
@@ -304,7 +311,7 @@ class AdversarialPlan(TrainingPlan):
         self.loss.after_critic_step(self.discriminator)
         return {"d_loss": d_loss.item(), "class_real": c_loss.item(), "n_d": 1.0}
 
-    def generator_steps(self, x_real, w_real, rows, packed) -> dict[str, float]:
+    def generator_steps(self, x_real, w_real, rows, partners) -> dict[str, float]:
         """``g_steps`` updates of the generator, the critic's weights frozen (their gradients would be
         thrown away)."""
         s = self.settings
@@ -316,7 +323,7 @@ class AdversarialPlan(TrainingPlan):
             w_fake = self.as_given(w_fake)
             x_fake, pre = self.generator_f(z, w_fake)
             x_fake, zeros = self.observed(x_fake, fake_rows, w_fake, pre)
-            terms = self.generator_loss(x_fake, pre, zeros, w_fake, x_real, w_real, packed)
+            terms = self.generator_loss(x_fake, pre, zeros, w_fake, x_real, w_real, partners)
             total = (
                 terms["g_loss"]
                 + s.class_weight * terms["class_fake"]
@@ -340,10 +347,10 @@ class AdversarialPlan(TrainingPlan):
         set_requires_grad(self.d_params, True)
         return out
 
-    def generator_loss(self, x_fake, pre, zeros, w_fake, x_real, w_real, packed) -> dict:
+    def generator_loss(self, x_fake, pre, zeros, w_fake, x_real, w_real, partners) -> dict:
         """The generator's loss terms for one batch (weights applied by the caller)."""
         s, dev = self.settings, self.device
-        terms = {"g_loss": self.loss.g_loss(self.discriminator_f(packed(x_fake), w_fake))}
+        terms = {"g_loss": self.loss.g_loss(self.judge(self.critic_view(x_fake), w_fake, partners))}
         cf = torch.zeros((), device=dev)
         if self.classifier_f is not None and s.class_weight and self.prior is None:
             logits = self.classifier_f(x_fake)
@@ -359,12 +366,13 @@ class AdversarialPlan(TrainingPlan):
             mmd_loss = pooled_mmd(x_fake, x_real, self.pca_mean, self.pca_basis)
         elif s.mmd_weight and int(pure.sum()) >= 2:
             mmd_loss = conditional_mmd(
-                x_fake[pure], x_real[pure], w_fake[0][pure], w_real[0][pure], self.pca_mean, self.pca_basis
+                x_fake, x_real, w_fake[0], w_real[0], self.pca_mean, self.pca_basis, keep=pure
             )
         terms["mmd"] = mmd_loss
         mom_loss = torch.zeros((), device=dev)
         if self.moments is not None and int(pure.sum()) >= 2:
-            mom_loss = self.moments(per_gene_path(x_fake, pre)[pure], w_fake[0][pure])
+            # mixed-label rows weigh nothing (a zero weight, not a row selection: cheaper on wide data)
+            mom_loss = self.moments(per_gene_path(x_fake, pre), w_fake[0] * pure[:, None])
             terms["moment_error"] = self.moments.error
         terms["moment"] = mom_loss
         return terms
@@ -401,13 +409,9 @@ class AdversarialPlan(TrainingPlan):
         return c2st_auc(self.c2st_real, x[: len(self.c2st_real)], random_state=state)
 
     def progress_postfix(self, record: dict) -> dict[str, str]:
-        return {
-            "d": f"{record['d_loss']:.3f}",
-            "g": f"{record['g_loss']:.3f}",
-            "cls": f"{record['class_loss_fake']:.2f}",
-            "zero": f"{record['sparsity_loss']:.4f}",
-            "mmd": f"{self.loop['best_score']:.4f}",
-        }
+        r = record
+        return {"d": f"{r['d_loss']:.3f}", "g": f"{r['g_loss']:.3f}", "cls": f"{r['class_loss_fake']:.2f}",
+                "zero": f"{r['sparsity_loss']:.4f}", "mmd": f"{self.loop['best_score']:.4f}"}  # fmt: skip
 
     # ------------------------------------------------------------------ state
     def state_parts(self) -> dict:
@@ -444,7 +448,3 @@ class AdversarialPlan(TrainingPlan):
             self.loss.load_state_dict(parts["loss"])
         self.g_step = int(parts["counters"]["g_step"])
         self.d_count = int(parts["counters"]["d_count"])
-
-
-def _unpacked(x: torch.Tensor) -> torch.Tensor:
-    return x

@@ -107,20 +107,19 @@ def conditional_mmd(
     w_real: torch.Tensor,
     mean: torch.Tensor,
     basis: torch.Tensor,
+    keep: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """MMD between generated and real cells in a PCA space, each compared only with cells of its type.
 
-    Row ``i`` of ``x_fake`` was generated for the conditions of real row ``i`` (``paired``); the
-    projection runs in float32 whatever the autocast context.
+    Row ``i`` of ``x_fake`` was generated for the conditions of real row ``i`` (``paired``); only the
+    rows ``keep`` (a mask) count, selected after the projection (cheaper than selecting gene rows, and
+    so is its gradient). The projection runs in float32 whatever the autocast context.
     """
     with torch.autocast(device_type=x_fake.device.type, enabled=False):
-        return mmd2(
-            (x_fake.float() - mean) @ basis,
-            (x_real.detach() - mean) @ basis,
-            cond_x=w_fake,
-            cond_y=w_real,
-            paired=True,
-        )
+        pf, pr = (x_fake.float() - mean) @ basis, (x_real.detach() - mean) @ basis
+        if keep is not None:
+            pf, pr, w_fake, w_real = pf[keep], pr[keep], w_fake[keep], w_real[keep]
+        return mmd2(pf, pr, cond_x=w_fake, cond_y=w_real, paired=True)
 
 
 def pooled_mmd(x_fake: torch.Tensor, x_real: torch.Tensor, mean: torch.Tensor, basis: torch.Tensor):
