@@ -357,3 +357,37 @@ def test_critic_warmup_trains_the_critic_alone_for_its_first_steps(counts_adata,
     assert calls[: warmup + 3] == ["d"] * (warmup + 1) + ["g", "d"]
     assert calls.count("g") == n_critic - warmup
     assert m.history[-1]["g_step"] == n_critic - warmup
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_shared_fakes_judge_one_generated_batch_in_both_steps(counts_adata, monkeypatch, shared):
+    """``shared_fakes``: one generator pass and count draw per step, which the critic learns on and the
+    generator is then judged on; without it each network's step draws its own batch."""
+    drawn, given = [], []
+    fake_batch, critic, generator = (
+        AdversarialPlan.fake_batch, AdversarialPlan.critic_step, AdversarialPlan.generator_steps
+    )  # fmt: skip
+
+    def counted_batch(self, *a, **k):
+        drawn.append(fake_batch(self, *a, **k))
+        return drawn[-1]
+
+    def spied_critic(self, *a):
+        given.append(("d", a[-1]))
+        return critic(self, *a)
+
+    def spied_generator(self, *a):
+        given.append(("g", a[-1]))
+        return generator(self, *a)
+
+    monkeypatch.setattr(AdversarialPlan, "fake_batch", counted_batch)
+    monkeypatch.setattr(AdversarialPlan, "critic_step", spied_critic)
+    monkeypatch.setattr(AdversarialPlan, "generator_steps", spied_generator)
+    m = models.get("cgan", epochs=2, shared_fakes=shared, **TINY)
+    m.fit(counts_adata, label_key="cell_type", progress=False)
+    steps = m.history[-1]["g_step"]
+    assert steps > 2 and len(given) == 2 * steps
+    assert len(drawn) == (steps if shared else 2 * steps)
+    for (d, batch_d), (g, batch_g) in zip(given[::2], given[1::2], strict=True):
+        assert (d, g) == ("d", "g")
+        assert batch_d is batch_g if shared else batch_d is None and batch_g is None

@@ -201,6 +201,7 @@ PARAMS = ParamSpec(
         Param("conditional", _S.conditional, "bool", "networks see the type (false: a classifier labels)"),
         Param("input_space", "pca", "str", "input: z_dim normal (pca) | U(-1,1) per gene", choices=_SPACES),
         Param("d_steps", None, "int", "critic steps per generator step (null: the loss's)", **_STEPS),
+        Param("shared_fakes", _S.shared_fakes, "bool", "one generated batch for both networks' steps"),
         Param("count_noise", "pln", "str", "count data: how counts are drawn", choices=COUNT_NOISE),
         # validation, stopping, checkpoints, divergence
         Param("val_fraction", _S.val_fraction, "float", "share of cells held out", ge=0, lt=1),

@@ -20,15 +20,24 @@ _EPS = 1e-8
 LOG_THETA_RANGE = (-9.0, 14.0)
 
 
+def _gamma_terms(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """``lgamma(x + θ) − lgamma(θ) − lgamma(x + 1)``, element-wise. It is 0 where ``x`` is 0, most entries
+    of count data, so the log-gammas (and their digammas in the backward pass) are evaluated only where
+    ``x`` is not: on Baron mouse's 14,646 genes they were a third of a training step."""
+    x, theta = torch.broadcast_tensors(x, theta)
+    where = x != 0
+    xs, ts = x[where], theta[where]
+    terms = torch.lgamma(xs + ts) - torch.lgamma(ts) - torch.lgamma(xs + 1)
+    return torch.zeros_like(theta, dtype=terms.dtype).masked_scatter(where, terms)
+
+
 def nb_log_prob(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     """Element-wise log NB(x; mean ``mu``, inverse dispersion ``theta``)."""
     log_theta_mu = torch.log(theta + mu + _EPS)
     return (
         theta * (torch.log(theta + _EPS) - log_theta_mu)
         + x * (torch.log(mu + _EPS) - log_theta_mu)
-        + torch.lgamma(x + theta)
-        - torch.lgamma(theta)
-        - torch.lgamma(x + 1)
+        + _gamma_terms(x, theta)
     )
 
 
@@ -42,12 +51,7 @@ def zinb_log_prob(
     pi_theta_log = -zi_logits + theta * (torch.log(theta + _EPS) - log_theta_mu)
     zero = F.softplus(pi_theta_log) - softplus_neg
     nonzero = (
-        -softplus_neg
-        + pi_theta_log
-        + x * (torch.log(mu + _EPS) - log_theta_mu)
-        + torch.lgamma(x + theta)
-        - torch.lgamma(theta)
-        - torch.lgamma(x + 1)
+        -softplus_neg + pi_theta_log + x * (torch.log(mu + _EPS) - log_theta_mu) + _gamma_terms(x, theta)
     )
     return torch.where(x < 0.5, zero, nonzero)
 

@@ -36,6 +36,7 @@ from .objectives import (
     MomentMatch,
     conditional_mmd,
     gradient_penalty,
+    mix_labels,
     per_gene_path,
     pooled_mmd,
     r1_penalty,
@@ -68,6 +69,9 @@ class AdversarialSettings(TrainSettings):
     mix_prob: float = 0.1
     count_noise: str = "poisson"  # poisson | pln | rounding | none: see data.preprocess.CountObservation
     val_metric: str = "mmd"  # the score that keeps the best state and stops: see VAL_METRICS
+    shared_fakes: bool = (
+        True  # one generated batch for the critic's and the generator's step (see batch_step)
+    )
 
 
 #: ``latent_fn(weights, rows, gen, device) -> (z, weights, rows)``: the generator's input for a batch
@@ -227,18 +231,9 @@ class AdversarialPlan(TrainingPlan):
 
     def fake_conditions(self, w_real: list[torch.Tensor]) -> list[torch.Tensor]:
         """The real batch's conditions, with a fraction of labels mixed with another cell's label."""
-        s, gen, dev = self.settings, self.gen, self.device
-        if s.mix_prob <= 0 or len(w_real[0]) < 2 or self.prior is not None:
+        if self.prior is not None:  # unconditional: no label to mix
             return w_real
-        b = len(w_real[0])
-        mixed = torch.rand(b, generator=gen, device=dev) < s.mix_prob
-        if not bool(mixed.any()):
-            return w_real
-        partner = torch.randperm(b, generator=gen, device=dev)
-        alpha = torch.rand(b, 1, generator=gen, device=dev)
-        lab = w_real[0]
-        mix = alpha * lab + (1 - alpha) * lab[partner]
-        return [torch.where(mixed[:, None], mix, lab), *w_real[1:]]
+        return mix_labels(w_real, self.settings.mix_prob, self.gen)
 
     def packing(self, codes: torch.Tensor) -> list[torch.Tensor]:
         """The critic's partners for a batch (PacGAN): each cell beside ``pack - 1`` cells of its type."""
@@ -264,25 +259,34 @@ class AdversarialPlan(TrainingPlan):
     def batch_step(self, x_real: torch.Tensor, codes: torch.Tensor, rows: np.ndarray) -> dict[str, float]:
         """One step on the dense real cells ``x_real`` with condition ``codes`` (cells × keys); ``rows``
         are their training rows (the count draw uses their library sizes)."""
-        w_real = one_hot_conditions(codes, self.sizes)
-        partners = self.packing(codes)
-        out = self.critic_step(x_real, codes, w_real, rows, partners)
+        s, w_real, partners = self.settings, one_hot_conditions(codes, self.sizes), self.packing(codes)
         self.d_count += 1
-        after = self.d_count - self.settings.critic_warmup
-        if after > 0 and after % self.loss.d_steps == 0:
-            out.update(self.generator_steps(x_real, w_real, rows, partners))
+        after = self.d_count - s.critic_warmup
+        g_turn = after > 0 and after % self.loss.d_steps == 0
+        # both networks' steps on one generated batch when each takes one (DCGAN's order)
+        shared = self.fake_batch(w_real, rows) if g_turn and s.shared_fakes and s.g_steps == 1 else None
+        out = self.critic_step(x_real, codes, w_real, rows, partners, shared)
+        if g_turn:
+            out.update(self.generator_steps(x_real, w_real, rows, partners, shared))
         return out
 
-    def critic_step(self, x_real, codes, w_real, rows, partners) -> dict[str, float]:
-        """One update of the critic (+ the auxiliary classifier on real cells with their real labels)."""
-        s, fabric = self.settings, self.fabric
+    def fake_batch(self, w_real, rows, zeros: bool = True) -> tuple:
+        """``(observed x, pre-activation, soft zeros or None, conditions)`` of cells generated for the
+        conditions of real ``rows`` (a share of them mixed) and drawn at their library sizes."""
         w_fake = self.fake_conditions(w_real)
+        z, w_fake, fake_rows = self.latent_fn(w_fake, rows, self.gen, self.device)
+        w_fake = self.as_given(w_fake)
+        x_fake, pre = self.generator_f(z, w_fake)
+        x_fake, soft = self.observed(x_fake, fake_rows, w_fake, pre if zeros else None)
+        return x_fake, pre, soft, w_fake
+
+    def critic_step(self, x_real, codes, w_real, rows, partners, shared=None) -> dict[str, float]:
+        """One update of the critic (+ the auxiliary classifier on real cells with their real labels), on
+        the ``shared`` generated batch (:meth:`fake_batch`) or a fresh one."""
+        s, fabric = self.settings, self.fabric
         with torch.no_grad():
-            z, w_fake, fake_rows = self.latent_fn(w_fake, rows, self.gen, self.device)
-            w_fake = self.as_given(w_fake)
-            x_fake, _ = self.generator_f(z, w_fake)
-            x_fake, _ = self.observed(x_fake, fake_rows, w_fake)
-            v_real, v_fake = self.critic_view(x_real), self.critic_view(x_fake)
+            x_fake, _, _, w_fake = shared or self.fake_batch(w_real, rows, zeros=False)
+            v_real, v_fake = self.critic_view(x_real), self.critic_view(x_fake.detach())
         if s.r1_weight:
             # the raw module under Fabric's autocast: Fabric forbids autograd.grad via its wrapper
             v_real = v_real.detach().requires_grad_(True)  # (gene space: v_real is x_real itself)
@@ -311,18 +315,14 @@ class AdversarialPlan(TrainingPlan):
         self.loss.after_critic_step(self.discriminator)
         return {"d_loss": d_loss.item(), "class_real": c_loss.item(), "n_d": 1.0}
 
-    def generator_steps(self, x_real, w_real, rows, partners) -> dict[str, float]:
-        """``g_steps`` updates of the generator, the critic's weights frozen (their gradients would be
-        thrown away)."""
+    def generator_steps(self, x_real, w_real, rows, partners, shared=None) -> dict[str, float]:
+        """``g_steps`` updates of the generator (the first on the ``shared`` batch when given), the
+        critic's weights frozen (their gradients would be thrown away)."""
         s = self.settings
         out = dict.fromkeys(("g_loss", "class_fake", "sparsity", "mmd", "moment", "n_g"), 0.0)
         set_requires_grad(self.d_params, False)
-        for _ in range(s.g_steps):
-            w_fake = self.fake_conditions(w_real)
-            z, w_fake, fake_rows = self.latent_fn(w_fake, rows, self.gen, self.device)
-            w_fake = self.as_given(w_fake)
-            x_fake, pre = self.generator_f(z, w_fake)
-            x_fake, zeros = self.observed(x_fake, fake_rows, w_fake, pre)
+        for i in range(s.g_steps):
+            x_fake, pre, zeros, w_fake = shared if shared and i == 0 else self.fake_batch(w_real, rows)
             terms = self.generator_loss(x_fake, pre, zeros, w_fake, x_real, w_real, partners)
             total = (
                 terms["g_loss"]

@@ -144,6 +144,23 @@ def gradient_penalty(critic, real, fake, weights, gen):
     return ((grad.norm(2, dim=1) - 1) ** 2).mean()
 
 
+def mix_labels(w: list[torch.Tensor], prob: float, gen: torch.Generator | None = None) -> list[torch.Tensor]:
+    """Conditions ``w`` (one weight matrix per key) with a share ``prob`` of the rows' labels (the first
+    key) mixed with another row's: ``α · label + (1 − α) · other``, α uniform (label mixing)."""
+    b = len(w[0])
+    if prob <= 0 or b < 2:
+        return w
+    dev = w[0].device
+    mixed = torch.rand(b, generator=gen, device=dev) < prob
+    if not bool(mixed.any()):
+        return w
+    partner = torch.randperm(b, generator=gen, device=dev)
+    alpha = torch.rand(b, 1, generator=gen, device=dev)
+    lab = w[0]
+    mix = alpha * lab + (1 - alpha) * lab[partner]
+    return [torch.where(mixed[:, None], mix, lab), *w[1:]]
+
+
 def same_label_partners(labels: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
     """For each row, another row of the same label (random order within the label, cyclic); a label's
     only row is its own partner.
