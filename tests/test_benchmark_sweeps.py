@@ -35,7 +35,9 @@ def test_scaling(scripts, tmp_path):
     assert len(table) == 2 and table["train_cells"].iloc[0] < table["train_cells"].iloc[1]
     assert table["train_cells"].between(150, 450).all() and (table["steps"] > 0).all()
     for row in table.to_dict("records"):
-        assert_finite(row, ["fit_minutes", "detection_auc", "peak_rss_gb"])
+        assert_finite(row, ["fit_minutes", "loop_minutes", "detection_auc", "peak_rss_gb", "fit_peak_gb"])
+        # the training loops' clock within the fit's; the fit's own peak memory within the process's
+        assert 0 < row["loop_minutes"] <= row["fit_minutes"] and 0 < row["fit_peak_gb"] <= row["peak_rss_gb"]
     assert result_values(out) == {"configurations": 2.0, "failed": 0.0}
     assert png.stat().st_size > 0
     # a rerun keeps both configurations: nothing is fitted again, the rows stay

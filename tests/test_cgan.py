@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -325,6 +326,30 @@ def test_a_time_budget_stops_before_the_epoch_cap(counts_adata):
     m.fit(counts_adata, label_key="cell_type", progress=False)
     assert m.fit_record["stopped_because"] == "time budget"
     assert 1 <= len(m.history) < 10_000
+    assert m.sample(n=10, seed=0).n_obs == 10
+
+
+@pytest.mark.parametrize("model", ["cgan", "nbgan"])
+def test_the_time_budget_counts_the_set_up_before_the_training_loop(counts_adata, monkeypatch, model):
+    """max_minutes bounds the whole fit: set-up that uses the budget up (here a slow data preparation)
+    leaves the training loops a single step, not a budget of their own."""
+    from cellsynth.data.celldata import CellData
+
+    prepare = CellData.from_anndata
+
+    def slow(*a, **k):
+        time.sleep(4.0)
+        return prepare(*a, **k)
+
+    monkeypatch.setattr(CellData, "from_anndata", slow)
+    from tests.test_nbgan import TINY as NB_TINY
+
+    settings = {**NB_TINY, "ae": {**NB_TINY.get("ae", {}), "epochs": 10_000}} if model == "nbgan" else TINY
+    m = models.get(model, **{**settings, "epochs": 10_000, "max_minutes": 0.06})  # 3.6 s, spent on the data
+    m.fit(counts_adata, label_key="cell_type", progress=False)
+    assert m.fit_record["stopped_because"] == "time budget"
+    gan = [r for r in m.history if r.get("stage", "gan") == "gan"]
+    assert gan[-1]["epoch"] == 1 and gan[-1]["g_step"] == 1  # one step, then the deadline
     assert m.sample(n=10, seed=0).n_obs == 10
 
 

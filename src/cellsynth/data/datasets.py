@@ -79,6 +79,7 @@ def simulate(
         profiles[t, markers] *= marker_fold
     profiles /= profiles.sum(axis=1, keepdims=True)
     code = pd.Categorical(labels, categories=names).codes
+    # cells × genes float64 arrays, updated in place: a few of them at a time, not one per step
     mu = profiles[code]
     obs = pd.DataFrame({"cell_type": pd.Categorical(labels, categories=names)})
     for key, levels in (covariates or {}).items():
@@ -87,21 +88,27 @@ def simulate(
         for lv in range(levels):
             genes = rng.choice(n_genes, size=max(1, n_genes // 10), replace=False)
             effect[lv, genes] = rng.choice([0.33, 3.0], size=len(genes))
-        mu = mu * effect[level]
+        mu *= effect[level]
         mu /= mu.sum(axis=1, keepdims=True)
         obs[key] = pd.Categorical([f"{key}_{lv}" for lv in level])
     if programs:
         mask = rng.random((programs, n_genes)) < 0.1
         loadings = rng.normal(0.0, program_sd, size=(programs, n_genes)) * mask
         activity = rng.standard_normal((n, programs))
-        mu = mu * np.exp(activity @ loadings)
+        scale = activity @ loadings
+        mu *= np.exp(scale, out=scale)
+        del scale
         mu /= mu.sum(axis=1, keepdims=True)
     library = rng.lognormal(mean=np.log(mean_library), sigma=0.3, size=n)
-    mean = mu * library[:, None]
+    mu *= library[:, None]  # the mean
     r = 1.0 / dispersion
-    counts = rng.poisson(rng.gamma(shape=r, scale=mean / r)).astype(np.float32)
+    mu /= r  # the gamma's scale
+    rate = rng.gamma(shape=r, scale=mu)
+    del mu
+    counts = rng.poisson(rate).astype(np.float32)
+    del rate
     perm = rng.permutation(n)
     obs = obs.iloc[perm].reset_index(drop=True)
     obs.index = [f"cell_{i}" for i in range(n)]
     var = pd.DataFrame(index=[f"gene_{j}" for j in range(n_genes)])
-    return ad.AnnData(sp.csr_matrix(counts[perm]), obs=obs, var=var)
+    return ad.AnnData(sp.csr_matrix(counts)[perm], obs=obs, var=var)

@@ -366,6 +366,7 @@ class CGAN(SyntheticCellModel):
             progress=progress,
             checkpoint=checkpoint,
             monitor=self._plan_monitor(),
+            deadline=self._deadline,
         )
         result = plan.fit(data, resume=resume)
         self.modules["generator"].load_state_dict(result.generator_state)

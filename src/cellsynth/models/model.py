@@ -9,6 +9,7 @@ and genes (``_to_output``), and the model file (:mod:`.persistence`).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -33,6 +34,9 @@ class SyntheticCellModel:
     each; ``default_params`` is derived from it) and implement ``_build(sizes, n_genes)`` (the networks
     as a dict of modules, ``"generator"`` first) and ``_fit(data, device, seed, progress)``.
     """
+
+    #: the time.monotonic() at which this fit's max_minutes run out (set by :meth:`fit`; None: no budget)
+    _deadline: float | None = None
 
     name: ClassVar[str] = "base"
     param_spec: ClassVar[ParamSpec] = ParamSpec()
@@ -162,6 +166,10 @@ class SyntheticCellModel:
         from ..data.celldata import CellData
         from ..train.checkpoint import data_fingerprint, read_training_state
 
+        # max_minutes bounds the whole fit: the training loops also stop at this deadline, so the time
+        # spent before them (reading the data, statistics, principal axes) counts
+        budget = self.params.get("max_minutes")
+        self._deadline = None if budget is None else time.monotonic() + 60.0 * float(budget)
         data = CellData.from_anndata(
             adata,
             label_key=label_key,

@@ -232,7 +232,7 @@ class NBGAN(CGAN):
             )
         started = time.monotonic()
         ae = self._autoencoder()
-        ae.info = self.info
+        ae.info, ae._deadline = self.info, self._deadline
         ae.modules = ae._build([c.n for c in data.conditions], data.n_genes)
         ae_net = _cpu_copy(ae.modules["generator"])
         self._ae_stage = {"net": ae_net, "data": data}

@@ -117,6 +117,7 @@ class TrainingPlan:
         progress: bool = True,
         checkpoint: Checkpoint | None = None,
         monitor: Monitor | None = None,
+        deadline: float | None = None,
     ):
         self.settings = settings
         self.device_name = device
@@ -124,6 +125,9 @@ class TrainingPlan:
         self.show_progress = progress
         self.checkpoint = checkpoint
         self.monitor = monitor
+        # a time.monotonic() at which the loop stops whatever its own budget says: the model's whole fit
+        # (data preparation and set-up before the loop included) stays within its max_minutes
+        self.deadline = deadline
 
     # ------------------------------------------------------------------ to implement
     def configure(self, data) -> None:
@@ -268,7 +272,7 @@ class TrainingPlan:
                         loop["sums"][k] = loop["sums"].get(k, 0.0) + v
                     loop["batch"] += 1
                     loop["elapsed"] = time.monotonic() - self._started
-                    if loop["elapsed"] > budget:
+                    if loop["elapsed"] > budget or (self.deadline and time.monotonic() > self.deadline):
                         stopped = "time budget"
                         break
                     if signals.received:
@@ -354,7 +358,9 @@ class TrainingPlan:
         if self.monitor is not None:
             t0 = time.monotonic()
             record.update(self.monitor(step, record["seconds"], self.sampling_module().state_dict()))
-            self._started += time.monotonic() - t0
+            self._started += time.monotonic() - t0  # the monitor's time is not training time
+            if self.deadline:
+                self.deadline += time.monotonic() - t0
         if scores[self.val_key] < loop["best_score"]:
             loop["best_score"] = scores[self.val_key]
             if self.settings.keep == "best":
