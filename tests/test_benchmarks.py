@@ -30,6 +30,17 @@ def test_cgan_quality(scripts):
     assert_finite(record["control"], ["detection_auc", "mmd", "wasserstein", "tstr_macro_f1"])
 
 
+def test_step_time(scripts):
+    out = smoke(scripts, "step_time.py")
+    values = result_values(out)
+    assert_finite(values, ["gan_step_s", "ae_step_s", "gan_gflops", "ae_gflops", "peak_gflops"])
+    # matrix products were counted in both stages, and reach a share of the peak, not more
+    assert (
+        0 < values["gan_gflops"] < values["peak_gflops"] and 0 < values["ae_gflops"] < values["peak_gflops"]
+    )
+    assert "of the peak" in out and out.count(" ms per step") == 2
+
+
 def test_evaluate_speed(scripts):
     out = smoke(scripts, "evaluate_speed.py")
     assert "REAL, SYNTH, TRAIN: 300 cells × 100 genes each" in out

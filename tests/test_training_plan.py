@@ -391,3 +391,23 @@ def test_shared_fakes_judge_one_generated_batch_in_both_steps(counts_adata, monk
     for (d, batch_d), (g, batch_g) in zip(given[::2], given[1::2], strict=True):
         assert (d, g) == ("d", "g")
         assert batch_d is batch_g if shared else batch_d is None and batch_g is None
+
+
+def test_the_validation_mmd_compares_at_most_val_cells_held_out_cells(counts_adata, monkeypatch):
+    """Large data hold out many cells; the MMD's kernels grow with their square, so a fixed subsample
+    of at most VAL_CELLS is compared (and as many generated cells, at least 500)."""
+    from cellsynth.train import adversarial
+
+    monkeypatch.setattr(adversarial, "VAL_CELLS", 60)
+    seen = []
+    validation_set = AdversarialPlan._validation_set
+
+    def spied(self, data):
+        validation_set(self, data)
+        seen.append((len(self.val_rows), len(self.ref_pcs), len(self.val_gen_rows)))
+        assert set(self.val_gen_rows) <= set(self.val_rows)  # held-out cells' conditions only
+
+    monkeypatch.setattr(AdversarialPlan, "_validation_set", spied)
+    models.get("cgan", epochs=1, **TINY).fit(counts_adata, label_key="cell_type", progress=False)
+    ((held, compared, generated),) = seen
+    assert held > 60 and compared == 60 and generated == 500

@@ -69,11 +69,11 @@ class AdversarialSettings(TrainSettings):
     mix_prob: float = 0.1
     count_noise: str = "poisson"  # poisson | pln | rounding | none: see data.preprocess.CountObservation
     val_metric: str = "mmd"  # the score that keeps the best state and stops: see VAL_METRICS
-    shared_fakes: bool = (
-        True  # one generated batch for the critic's and the generator's step (see batch_step)
-    )
+    shared_fakes: bool = True  # one generated batch for both networks' steps (see batch_step)
 
 
+#: held-out cells the validation MMD compares at most (its time and memory grow with their square)
+VAL_CELLS = 2000
 #: ``latent_fn(weights, rows, gen, device) -> (z, weights, rows)``: the generator's input for a batch
 #: whose conditions are ``weights``, paired with real ``rows`` (whose library sizes the count draw uses)
 LatentFn = Callable[[list[torch.Tensor], np.ndarray, torch.Generator, torch.device], tuple]
@@ -160,15 +160,15 @@ class AdversarialPlan(TrainingPlan):
     def _validation_set(self, data) -> None:
         """Held-out cells in the validation PCA space, and the conditions of the cells generated for them."""
         dev, rng = self.device, self.rng
-        if len(self.val_rows) >= 50:
-            ref_rows = self.val_rows
-        else:  # too few held-out cells for a stable score: compare with a training subsample instead
+        if len(self.val_rows) < 50:  # too few held-out cells for a stable score: a training subsample
             ref_rows = rng.choice(self.train_rows, min(len(self.train_rows), 1000), replace=False)
+        else:  # at most VAL_CELLS held-out cells: the MMD's time and memory grow with their square
+            big = len(self.val_rows) > VAL_CELLS
+            ref_rows = rng.choice(self.val_rows, VAL_CELLS, replace=False) if big else self.val_rows
         ref_rows = np.sort(ref_rows)
         self.ref_pcs = (torch.from_numpy(data.dense_rows(ref_rows)).to(dev) - self.pca_mean) @ self.pca_basis
-        self.c2st_real = (
-            c2st_reference(data, self.val_rows, dev) if self.settings.val_metric == "c2st" else None
-        )
+        c2st = self.settings.val_metric == "c2st"
+        self.c2st_real = c2st_reference(data, self.val_rows, dev) if c2st else None
         ref_codes = self.codes_all[ref_rows].to(dev)
         n_val_gen = max(len(ref_rows), 500)
         val_pick = rng.integers(0, len(ref_rows), n_val_gen)
