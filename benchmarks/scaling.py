@@ -111,7 +111,10 @@ def run_one(config: dict) -> dict:
         "steps": int(last.get("g_step", last.get("step", 0)) or 0),
         "stopped": model.fit_record.get("stopped_because", ""),
         "detection_auc": round(float(met.overall["detection_auc"]), 4),
-        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        # the process's peak: the larger of the data's and the fit's (the reset restarts ru_maxrss too)
+        "peak_rss_gb": max(
+            round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2), data_peak or 0.0
+        ),
         "data_peak_gb": data_peak, "fit_peak_gb": fit_peak,
         "status": "done", "error": "",
     }  # fmt: skip

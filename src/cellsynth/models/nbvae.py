@@ -23,7 +23,7 @@ LOG_THETA_RANGE = (-9.0, 14.0)
 def _gamma_terms(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     """``lgamma(x + θ) − lgamma(θ) − lgamma(x + 1)``, element-wise. It is 0 where ``x`` is 0, most entries
     of count data, so the log-gammas (and their digammas in the backward pass) are evaluated only where
-    ``x`` is not: on Baron mouse's 14,646 genes they were a third of a training step."""
+    ``x`` is not."""
     x, theta = torch.broadcast_tensors(x, theta)
     where = x != 0
     xs, ts = x[where], theta[where]

@@ -184,8 +184,8 @@ class TrainingPlan:
         self.base_lrs = [[g["lr"] for g in opt.param_groups] for opt in self.optimizers()]
 
     def make_optimizer(self, params, lr: float) -> torch.optim.Optimizer:
-        # Adam: the fused kernel, one pass over each parameter (4× faster than foreach on CPU, where the
-        # default is per tensor); RMSprop: foreach kernels, one launch per group
+        # Adam: the fused kernel, one pass over each parameter (foreach makes one per update term; the CPU
+        # default, one launch per tensor); RMSprop: foreach kernels, one launch per group
         if self.settings.optimizer == "rmsprop":
             return torch.optim.RMSprop(params, lr=lr, foreach=True)
         return torch.optim.Adam(params, lr=lr, betas=self.settings.betas, fused=True)
