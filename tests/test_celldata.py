@@ -131,3 +131,22 @@ def test_simulated_gene_programs_make_genes_co_vary_within_a_type():
     # programs off: the draws are the ones the library always made
     again = simulate(sizes, programs=0, **kw)
     assert (plain.X != again.X).nnz == 0
+
+
+def test_pca_of_many_cells_fits_axes_on_a_sample_and_projects_every_cell():
+    sizes = {"a": 900, "b": 700, "c": 400}
+    adata = simulate(sizes, n_genes=120, n_markers=10, programs=3, seed=3)
+    data = CellData.from_anndata(adata, label_key="cell_type")
+    mean, basis, coords = data.pca(5, seed=0)
+    s_mean, s_basis, s_coords = data.pca(5, seed=0, max_cells=1000)
+    np.testing.assert_allclose(s_mean, mean, rtol=1e-5, atol=1e-6)  # centred on every cell
+    # the leading axes (the types) are found from 1,000 of the 2,000 cells
+    cosines = np.linalg.svd(basis[:, :2].T @ s_basis[:, :2], compute_uv=False)
+    assert cosines.min() > 0.98, cosines
+    # every cell, sampled or not, gets its coordinates on the fitted axes
+    assert s_coords.shape == coords.shape
+    np.testing.assert_allclose(s_coords, (data.X.toarray() - mean) @ s_basis, rtol=1e-4, atol=1e-4)
+    # below the cap nothing changes
+    _, same_basis, same_coords = data.pca(5, seed=0, max_cells=data.n_cells)
+    np.testing.assert_array_equal(same_basis, basis)
+    np.testing.assert_array_equal(same_coords, coords)
