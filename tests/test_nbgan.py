@@ -146,3 +146,35 @@ def test_a_run_stopped_in_the_autoencoders_stage_resumes_there_and_ends_like_an_
     assert [r["stage"] for r in resumed.history] == [r["stage"] for r in whole.history]
     cells = [m.sample(n=60, seed=3).X.toarray() for m in (resumed, whole)]
     np.testing.assert_array_equal(*cells)
+
+
+@pytest.mark.parametrize("keep", ["best", "last"])
+def test_the_start_is_the_autoencoders_best_state_or_its_last_when_told(counts_adata, monkeypatch, keep):
+    from cellsynth.models.nbgan import NBGAN
+    from cellsynth.train.plan import TrainingPlan
+
+    ends, starts = [], []
+    run = TrainingPlan._run
+
+    def recording_run(plan):
+        stopped = run(plan)
+        if isinstance(plan, LikelihoodPlan):  # the autoencoder's state when its training ends
+            ends.append({k: v.detach().clone() for k, v in plan.sampling_module().state_dict().items()})
+        return stopped
+
+    monkeypatch.setattr(TrainingPlan, "_run", recording_run)
+    monkeypatch.setattr(NBGAN, "_started", lambda self, gen, data, codes: starts.append(gen.vae.state_dict()))
+    # the default keeps the autoencoder's best validated state; ae={"keep": "last"} its final one
+    ae = {"epochs": 80, "lr": 3e-2, "val_every_steps": 20, "patience": 0}
+    if keep == "last":
+        ae["keep"] = "last"
+    m = models.get("nbgan", **{**TINY, "epochs": 1, "ae": ae})
+    assert m._autoencoder().params["keep"] == keep
+    m.fit(counts_adata, label_key="cell_type", progress=False, seed=0)
+    ae_vals = [r["val_nelbo"] for r in m.history if r["stage"] == "autoencoder" and "val_nelbo" in r]
+    assert len(ends) == 1 and len(ae_vals) >= 3
+    decoder = [k for k in starts[-1] if k.startswith("decoder")]
+    same = all(torch.equal(starts[-1][k], ends[0][k]) for k in decoder)
+    # a state other than the last scored best, so only keep="last" starts from the last
+    assert min(ae_vals) < ae_vals[-1]
+    assert same == (keep == "last")
