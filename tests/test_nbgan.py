@@ -159,11 +159,13 @@ def test_the_start_is_the_autoencoders_best_state_or_its_last_when_told(counts_a
     def recording_run(plan):
         stopped = run(plan)
         if isinstance(plan, LikelihoodPlan):  # the autoencoder's state when its training ends
-            ends.append({k: v.detach().clone() for k, v in plan.sampling_module().state_dict().items()})
+            ends.append(_clone(plan.sampling_module().state_dict()))
         return stopped
 
     monkeypatch.setattr(TrainingPlan, "_run", recording_run)
-    monkeypatch.setattr(NBGAN, "_started", lambda self, gen, data, codes: starts.append(gen.vae.state_dict()))
+    monkeypatch.setattr(
+        NBGAN, "_started", lambda self, gen, data, codes: starts.append(_clone(gen.vae.state_dict()))
+    )
     # the default keeps the autoencoder's best validated state; ae={"keep": "last"} its final one
     ae = {"epochs": 80, "lr": 3e-2, "val_every_steps": 20, "patience": 0}
     if keep == "last":
@@ -178,3 +180,43 @@ def test_the_start_is_the_autoencoders_best_state_or_its_last_when_told(counts_a
     # a state other than the last scored best, so only keep="last" starts from the last
     assert min(ae_vals) < ae_vals[-1]
     assert same == (keep == "last")
+
+
+def test_ae_selection_start_keeps_the_autoencoder_state_whose_start_scores_best(counts_adata, monkeypatch):
+    from cellsynth.models.nbgan import NBGAN
+
+    snapshots, starts = [], []
+    scores = LikelihoodPlan.validation_scores
+
+    def recording_scores(plan):  # every validated autoencoder state, beside its scores
+        out = scores(plan)
+        snapshots.append(_clone(plan.sampling_module().state_dict()))
+        return out
+
+    monkeypatch.setattr(LikelihoodPlan, "validation_scores", recording_scores)
+    monkeypatch.setattr(
+        NBGAN, "_started", lambda self, gen, data, codes: starts.append(_clone(gen.vae.state_dict()))
+    )
+    ae = {"epochs": 40, "lr": 3e-2, "val_every_steps": 20, "patience": 0}
+    m = models.get("nbgan", **{**TINY, "epochs": 1, "ae": ae, "ae_selection": "start"})
+    m.fit(counts_adata, label_key="cell_type", progress=False, seed=0)
+    records = [r for r in m.history if r["stage"] == "autoencoder" and "val_start" in r]
+    assert len(records) == len(snapshots) >= 3
+    assert all("val_nelbo" in r for r in records)  # the NELBO is still recorded
+    vals = [r["val_start"] for r in records]
+    best = int(np.argmin(vals))
+    assert m.fit_record["autoencoder"]["best_val"] == pytest.approx(vals[best])
+    decoder = [k for k in starts[-1] if k.startswith("decoder")]
+    kept = [
+        i for i, snap in enumerate(snapshots) if all(torch.equal(starts[-1][k], snap[k]) for k in decoder)
+    ]
+    assert kept == [best]
+    # the score is the start's validation MMD: the adversarial stage's step-0 validation of the kept start
+    # scores the same cells, with other noise
+    step0 = next(r for r in m.history if r["stage"] == "gan" and r["g_step"] == 0)
+    assert step0["val_mmd"] == pytest.approx(vals[best], abs=0.02)
+
+
+def _clone(state: dict) -> dict:
+    """A copy of a state dict (its tensors are the module's own, which training goes on changing)."""
+    return {k: v.detach().clone() for k, v in state.items()}

@@ -39,6 +39,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..params import Param, ParamSpec
+from ..train.adversarial import AdversarialPlan
 from .cgan import CGAN, PARAMS
 from .registry import register
 from .vae import NBVAE, NBVAENet, encode_means
@@ -54,6 +55,10 @@ AE_OPTIONS = tuple(
         "checkpoint_minutes",
     )
 )  # fmt: skip
+#: how the autoencoder's kept state is chosen (``ae_selection``): its own held-out NELBO, or the validation
+#: MMD of the start it gives (the decoder fed each type's Gaussian of codes, scored as the adversarial
+#: stage scores its states; the NELBO is best at its first validation on every dataset here)
+AE_SELECTION = ("nelbo", "start")
 #: the key that marks a checkpoint written in the autoencoder's stage (its value: that stage's plan state)
 AE_STAGE = "autoencoder_stage"
 #: the cgan parameters that mean nothing here: the generator's input is normal noise of the latent's
@@ -167,6 +172,8 @@ class NBGAN(CGAN):
         Param("ae_share", 0.3, "float", "share of max_minutes for the autoencoder (the rest: the GAN)",
               gt=0, lt=1),
         Param("ae", {}, "dict", "the autoencoder's nbvae parameters", keys=AE_OPTIONS),
+        Param("ae_selection", "nelbo", "str", "the autoencoder's state kept: its best held-out NELBO, or the "
+              "one whose start (decoder and codes) scores the lowest validation MMD", choices=AE_SELECTION),
     )  # fmt: skip
 
     def _z_dim(self, n_genes: int) -> int:  # noqa: ARG002
@@ -234,6 +241,8 @@ class NBGAN(CGAN):
         ae = self._autoencoder()
         ae.info, ae._deadline = self.info, self._deadline
         ae.modules = ae._build([c.n for c in data.conditions], data.n_genes)
+        if self.params["ae_selection"] == "start":  # set up after the autoencoder's weights are drawn
+            ae._scorer = self._start_scorer(data, device=device, seed=seed)
         ae_net = _cpu_copy(ae.modules["generator"])
         self._ae_stage = {"net": ae_net, "data": data}
         try:
@@ -249,6 +258,31 @@ class NBGAN(CGAN):
         self._ae_history, self._ae_record = ae.history, ae.fit_record
         if ae.fit_record.get("stopped_because") == "interrupted":
             raise _InterruptedInAutoencoder
+
+    def _start_scorer(self, data, *, device, seed):
+        """``score(net)``: the validation MMD of the start that the autoencoder ``net`` gives, computed by
+        an adversarial plan set up as the adversarial stage's (the same held-out cells, principal axes and
+        count draw) with the same noise at every call."""
+        probe = AdversarialPlan(
+            _cpu_copy(self.modules["generator"]),
+            self.modules["discriminator"],
+            self.modules.get("classifier"),
+            self._loss(),
+            self._settings(),
+            device=device,
+            seed=seed,
+            progress=False,
+        )
+        probe.setup(data)
+        labels = data.label.codes
+
+        def score(net: NBVAENet) -> float:
+            net = _cpu_copy(net).to("cpu")
+            probe.sampling_module().start_from(net, encode_means(net, data), labels)
+            probe.gen.manual_seed(seed + 3)
+            return probe.validation_scores()["val_mmd"]
+
+        return score
 
     def _started(self, generator: DecoderGenerator, data, codes: np.ndarray) -> None:
         """Called once ``generator`` is put at a start (the final one, or a checkpoint's in the

@@ -271,6 +271,8 @@ class _ConditionalVAE(SyntheticCellModel):
     """What both VAEs share: training in the likelihood plan, sampling through the decoder."""
 
     param_spec = PARAMS
+    #: a model built on this one sets it to score the states to keep (LikelihoodPlan's ``scorer``)
+    _scorer = None
 
     def _settings(self) -> LikelihoodSettings:
         return LikelihoodSettings(**{k: self.params[k] for k in _TRAIN_KEYS})
@@ -283,6 +285,7 @@ class _ConditionalVAE(SyntheticCellModel):
         plan = LikelihoodPlan(
             self.modules["generator"],
             self._settings(),
+            scorer=self._scorer,
             device=device,
             seed=seed,
             progress=progress,

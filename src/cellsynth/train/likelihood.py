@@ -23,6 +23,7 @@ stopping, checkpoints, resume and rollback are the shared :class:`~cellsynth.tra
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,10 +76,20 @@ class LikelihoodPlan(TrainingPlan):
     }
     val_key = "val_nelbo"
 
-    def __init__(self, module: nn.Module, settings: LikelihoodSettings, **kwargs):
+    def __init__(
+        self,
+        module: nn.Module,
+        settings: LikelihoodSettings,
+        *,
+        scorer: Callable[[nn.Module], float] | None = None,
+        **kwargs,
+    ):
         super().__init__(settings, **kwargs)
         self.module = module
-        self.val_key = f"val_{settings.val_metric}"
+        # scorer(module) -> a score of the state to keep (lower is better), recorded as val_start and
+        # selecting instead of val_metric: a model built on this one judges what it would start from
+        self.scorer = scorer
+        self.val_key = "val_start" if scorer is not None else f"val_{settings.val_metric}"
 
     # ------------------------------------------------------------------ set-up
     def configure(self, data) -> None:
@@ -155,6 +166,8 @@ class LikelihoodPlan(TrainingPlan):
         scores = {"val_nelbo": self.nelbo()}
         if self.c2st_real is not None:
             scores["val_c2st"] = self.c2st()
+        if self.scorer is not None:
+            scores["val_start"] = float(self.scorer(self.sampling_module()))
         return scores
 
     @torch.no_grad()
