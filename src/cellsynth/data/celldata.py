@@ -244,8 +244,8 @@ class CellData:
 
         scanpy's PCA: a sparse matrix stays sparse (implicit centring). ``k`` is capped by the data. Above
         ``max_cells`` cells the axes are fitted on a seeded random ``max_cells`` of them and every cell is
-        projected onto them: the leading axes of 20,000 cells are those of all of them, and the solver's
-        time grows with the cells (two minutes at 100,000 × 2,000 here, single-threaded).
+        projected onto them: a sample that large finds the leading axes of all the cells, and the solver's
+        time grows with the cells it is given (docs/benchmarks.md, "Scaling").
         """
         import scanpy as sc
 
