@@ -150,10 +150,9 @@ def test_a_run_stopped_in_the_autoencoders_stage_resumes_there_and_ends_like_an_
 
 @pytest.mark.parametrize("keep", ["best", "last"])
 def test_the_start_is_the_autoencoders_best_state_or_its_last_when_told(counts_adata, monkeypatch, keep):
-    from cellsynth.models.nbgan import NBGAN
     from cellsynth.train.plan import TrainingPlan
 
-    ends, starts = [], []
+    ends = []
     run = TrainingPlan._run
 
     def recording_run(plan):
@@ -163,9 +162,7 @@ def test_the_start_is_the_autoencoders_best_state_or_its_last_when_told(counts_a
         return stopped
 
     monkeypatch.setattr(TrainingPlan, "_run", recording_run)
-    monkeypatch.setattr(
-        NBGAN, "_started", lambda self, gen, data, codes: starts.append(_clone(gen.vae.state_dict()))
-    )
+    starts = _recorded_starts(monkeypatch)
     # the default keeps the autoencoder's best validated state; ae={"keep": "last"} its final one
     ae = {"epochs": 80, "lr": 3e-2, "val_every_steps": 20, "patience": 0}
     if keep == "last":
@@ -183,9 +180,8 @@ def test_the_start_is_the_autoencoders_best_state_or_its_last_when_told(counts_a
 
 
 def test_ae_selection_start_keeps_the_autoencoder_state_whose_start_scores_best(counts_adata, monkeypatch):
-    from cellsynth.models.nbgan import NBGAN
 
-    snapshots, starts = [], []
+    snapshots = []
     scores = LikelihoodPlan.validation_scores
 
     def recording_scores(plan):  # every validated autoencoder state, beside its scores
@@ -194,9 +190,7 @@ def test_ae_selection_start_keeps_the_autoencoder_state_whose_start_scores_best(
         return out
 
     monkeypatch.setattr(LikelihoodPlan, "validation_scores", recording_scores)
-    monkeypatch.setattr(
-        NBGAN, "_started", lambda self, gen, data, codes: starts.append(_clone(gen.vae.state_dict()))
-    )
+    starts = _recorded_starts(monkeypatch)
     ae = {"epochs": 40, "lr": 3e-2, "val_every_steps": 20, "patience": 0}
     m = models.get("nbgan", **{**TINY, "epochs": 1, "ae": ae, "ae_selection": "start"})
     m.fit(counts_adata, label_key="cell_type", progress=False, seed=0)
@@ -220,3 +214,14 @@ def test_ae_selection_start_keeps_the_autoencoder_state_whose_start_scores_best(
 def _clone(state: dict) -> dict:
     """A copy of a state dict (its tensors are the module's own, which training goes on changing)."""
     return {k: v.detach().clone() for k, v in state.items()}
+
+
+def _recorded_starts(monkeypatch) -> list[dict]:
+    """The decoder states nbgan starts its generator from, in order (copies)."""
+    from cellsynth.models.nbgan import NBGAN
+
+    starts = []
+    monkeypatch.setattr(
+        NBGAN, "_started", lambda self, gen, data, codes: starts.append(_clone(gen.vae.state_dict()))
+    )
+    return starts

@@ -354,12 +354,8 @@ class CGAN(SyntheticCellModel):
         latent_fn = self._training_latent(data, device=device, seed=seed, progress=progress)
         self._prepare_critic(data, seed)
         self._start_generator(data, device=device, seed=seed, progress=progress, resume=resume)
-        plan = AdversarialPlan(
+        plan = self._adversarial_plan(
             self.modules["generator"],
-            self.modules["discriminator"],
-            self.modules.get("classifier"),
-            self._loss(),
-            self._settings(),
             latent_fn=latent_fn,
             device=device,
             seed=seed,
@@ -380,6 +376,18 @@ class CGAN(SyntheticCellModel):
             self.fit_record["rollbacks"] = result.rollbacks
         if not self.conditional:
             self.fit_record["labeller_accuracy"] = train_labeller(self.modules["classifier"], data, seed)
+
+    def _adversarial_plan(self, generator: nn.Module, **kwargs) -> AdversarialPlan:
+        """The adversarial plan training ``generator`` against this model's critic and classifier, with
+        its loss and settings (``kwargs``: the plan's device, seed, progress, callbacks)."""
+        return AdversarialPlan(
+            generator,
+            self.modules["discriminator"],
+            self.modules.get("classifier"),
+            self._loss(),
+            self._settings(),
+            **kwargs,
+        )
 
     def _start_generator(self, data, *, device, seed, progress, resume) -> None:  # noqa: ARG002
         """The generator's starting point, from the data's statistics: each type's mean profile, the

@@ -39,7 +39,6 @@ from torch import nn
 
 from ..errors import InputError
 from ..params import Param, ParamSpec
-from ..train.adversarial import AdversarialPlan
 from .cgan import CGAN, PARAMS
 from .registry import register
 from .vae import NBVAE, NBVAENet, encode_means
@@ -263,21 +262,15 @@ class NBGAN(CGAN):
         """``score(net)``: the validation MMD of the start that the autoencoder ``net`` gives, computed by
         an adversarial plan set up as the adversarial stage's (the same held-out cells, principal axes and
         count draw) with the same noise at every call."""
-        probe = AdversarialPlan(
-            _cpu_copy(self.modules["generator"]),
-            self.modules["discriminator"],
-            self.modules.get("classifier"),
-            self._loss(),
-            self._settings(),
-            device=device,
-            seed=seed,
-            progress=False,
+        probe = self._adversarial_plan(
+            _cpu_copy(self.modules["generator"]), device=device, seed=seed, progress=False
         )
         probe.setup(data)
         labels = data.label.codes
 
         def score(net: NBVAENet) -> float:
-            net = _cpu_copy(net).to("cpu")
+            if next(net.parameters()).device.type != "cpu":  # the codes are computed on the CPU
+                net = _cpu_copy(net)
             probe.sampling_module().start_from(net, encode_means(net, data), labels)
             probe.gen.manual_seed(seed + 3)
             return probe.validation_scores()["val_mmd"]
