@@ -163,11 +163,11 @@ def test_the_start_is_the_autoencoders_best_state_or_its_last_when_told(counts_a
 
     monkeypatch.setattr(TrainingPlan, "_run", recording_run)
     starts = _recorded_starts(monkeypatch)
-    # the default keeps the autoencoder's best validated state; ae={"keep": "last"} its final one
+    # selected by its NELBO, the autoencoder's best validated state; ae={"keep": "last"} its final one
     ae = {"epochs": 80, "lr": 3e-2, "val_every_steps": 20, "patience": 0}
     if keep == "last":
         ae["keep"] = "last"
-    m = models.get("nbgan", **{**TINY, "epochs": 1, "ae": ae})
+    m = models.get("nbgan", **{**TINY, "epochs": 1, "ae": ae, "ae_selection": "nelbo"})
     assert m._autoencoder().params["keep"] == keep
     m.fit(counts_adata, label_key="cell_type", progress=False, seed=0)
     ae_vals = [r["val_nelbo"] for r in m.history if r["stage"] == "autoencoder" and "val_nelbo" in r]

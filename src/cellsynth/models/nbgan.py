@@ -54,10 +54,10 @@ AE_OPTIONS = tuple(
         "checkpoint_minutes",
     )
 )  # fmt: skip
-#: how the autoencoder's kept state is chosen (``ae_selection``): its own held-out NELBO, or the validation
-#: MMD of the start it gives (the decoder fed each type's Gaussian of codes, scored as the adversarial
-#: stage scores its states; the NELBO is best at its first validation on every dataset here)
-AE_SELECTION = ("nelbo", "start")
+#: how the autoencoder's kept state is chosen (``ae_selection``): the validation MMD of the start it gives
+#: (the decoder fed each type's Gaussian of codes, scored as the adversarial stage scores its states), or its
+#: own held-out NELBO (best at its first validation on every dataset here, long before the decoder is)
+AE_SELECTION = ("start", "nelbo")
 #: the key that marks a checkpoint written in the autoencoder's stage (its value: that stage's plan state)
 AE_STAGE = "autoencoder_stage"
 #: the cgan parameters that mean nothing here: the generator's input is normal noise of the latent's
@@ -171,8 +171,8 @@ class NBGAN(CGAN):
         Param("ae_share", 0.3, "float", "share of max_minutes for the autoencoder (the rest: the GAN)",
               gt=0, lt=1),
         Param("ae", {}, "dict", "the autoencoder's nbvae parameters", keys=AE_OPTIONS),
-        Param("ae_selection", "nelbo", "str", "the autoencoder's state kept: its best held-out NELBO, or the "
-              "one whose start (decoder and codes) scores the lowest validation MMD", choices=AE_SELECTION),
+        Param("ae_selection", "start", "str", "the autoencoder's state kept: the one whose start (decoder and "
+              "codes) scores the lowest validation MMD, or its best held-out NELBO", choices=AE_SELECTION),
     )  # fmt: skip
 
     def _z_dim(self, n_genes: int) -> int:  # noqa: ARG002
