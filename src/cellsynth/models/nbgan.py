@@ -171,8 +171,9 @@ class NBGAN(CGAN):
         Param("ae_share", 0.3, "float", "share of max_minutes for the autoencoder (the rest: the GAN)",
               gt=0, lt=1),
         Param("ae", {}, "dict", "the autoencoder's nbvae parameters", keys=AE_OPTIONS),
-        Param("ae_selection", "start", "str", "the autoencoder's state kept: the one whose start (decoder and "
-              "codes) scores the lowest validation MMD, or its best held-out NELBO", choices=AE_SELECTION),
+        Param("ae_selection", "start", "str", "the autoencoder's state kept: the one whose start (decoder "
+              "and codes) scores the lowest validation MMD, or its best held-out NELBO",
+              choices=AE_SELECTION),
     )  # fmt: skip
 
     def _z_dim(self, n_genes: int) -> int:  # noqa: ARG002
