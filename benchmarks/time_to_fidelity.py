@@ -12,7 +12,9 @@ are scored with the benchmark's detector (``detection_auc``: a random forest in 
 against TEST. ``--peer-epochs`` fits it again at fewer epochs for its curve of quality against time.
 Our model (``--model``, default: the package's default model, its default parameters) is fitted on TRAIN
 with a budget of ``--minutes`` and a monitor: at every validation, a copy of the model samples as many
-cells as TEST and the same detector scores them (monitor time is not training time). Then
+cells as TEST and the same detector scores them (monitor time is not training time; nbgan: in its
+autoencoder's stage too, the model started from the autoencoder's state then, as a checkpoint of that stage
+holds it). Then
 
 - ``time_to_peer_ratio``: the first training time at which our detection AUC is at or below the peer's
   final one, over the peer's training time (``inf`` when never reached within the budget);
@@ -108,6 +110,7 @@ def main() -> None:
     trace = [
         {
             "model": args.model,
+            "stage": r.get("stage", ""),
             "step": r["g_step"],
             "seconds": r["seconds"],
             "detection_auc": r["test_detection_auc"],

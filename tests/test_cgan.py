@@ -395,6 +395,16 @@ def test_c2st_validation_keeps_the_state_with_the_lowest_classifier_auc(counts_a
     assert m.fit_record["best_val"] == pytest.approx(min(r["val_c2st"] for r in validated))
 
 
+def test_whitened_mmd_validation_keeps_the_state_with_the_lowest_whitened_mmd(counts_adata):
+    m = models.get("cgan", epochs=6, val_metric="wmmd", **{**TINY, "val_every_steps": 2})
+    m.fit(counts_adata, label_key="cell_type", progress=False)
+    validated = [r for r in m.history if "val_wmmd" in r]
+    assert len(validated) >= 2 and all("val_mmd" in r for r in validated)  # the MMD recorded beside it
+    assert m.fit_record["val_metric"] == "wmmd"
+    assert m.fit_record["best_val"] == pytest.approx(min(r["val_wmmd"] for r in validated))
+    assert [r["val_wmmd"] for r in validated] != [r["val_mmd"] for r in validated]
+
+
 def test_c2st_validation_without_held_out_cells_is_refused(counts_adata):
     from cellsynth.errors import TrainingError
 

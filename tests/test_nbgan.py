@@ -225,3 +225,37 @@ def _recorded_starts(monkeypatch) -> list[dict]:
         NBGAN, "_started", lambda self, gen, data, codes: starts.append(_clone(gen.vae.state_dict()))
     )
     return starts
+
+
+def test_a_monitor_follows_the_start_in_the_autoencoders_stage_and_changes_nothing(counts_adata, monkeypatch):
+    snapshots = []
+    scores = LikelihoodPlan.validation_scores
+
+    def recording_scores(plan):  # every validated autoencoder state
+        snapshots.append(_clone(plan.sampling_module().state_dict()))
+        return scores(plan)
+
+    monkeypatch.setattr(LikelihoodPlan, "validation_scores", recording_scores)
+    seen = []
+
+    def monitor(model, step, seconds):
+        seen.append((model, _clone(model.modules["generator"].vae.state_dict())))
+        out = model.sample(per_type={"alpha": 5, "rare": 5}, seed=0)
+        return {"monitored_cells": out.n_obs}
+
+    params = {**TINY, "ae": {"epochs": 4, "val_every_steps": 5, "patience": 0}}
+    m = models.get("nbgan", **params)
+    m.fit(counts_adata, label_key="cell_type", progress=False, seed=0, monitor=monitor)
+    validated = [r for r in m.history if "val_start" in r or "val_mmd" in r]
+    ae_records = [r for r in validated if r["stage"] == "autoencoder"]
+    assert len(ae_records) == len(snapshots) >= 2
+    assert all(r["monitored_cells"] == 10 for r in validated)  # every validation of both stages
+    # in the autoencoder's stage the monitor sees an nbgan started from the state validated then
+    for (model, decoder), state in zip(seen, snapshots, strict=False):
+        assert isinstance(model, type(m)) and model is not m
+        for k, v in decoder.items():
+            assert torch.equal(v, state[k])
+    assert not all(torch.equal(seen[0][1][k], seen[1][1][k]) for k in seen[0][1])
+    # and watching changes nothing: the same seed without a monitor fits the same model
+    unwatched = models.get("nbgan", **params).fit(counts_adata, label_key="cell_type", progress=False, seed=0)
+    assert (m.sample(n=30, seed=1).X != unwatched.sample(n=30, seed=1).X).nnz == 0

@@ -161,7 +161,9 @@ class SyntheticCellModel:
         ``monitor(model, step, seconds) -> {column: value}`` is called at every validation with a copy of
         this model holding the weights trained so far (it can ``sample``), the optimisation step and the
         training seconds; what it returns joins the history (e.g. a detection score against held-out
-        cells, for quality against training time). Its own time is not counted as training time.
+        cells, for quality against training time). Its own time is not counted as training time. A model
+        trained in stages is monitored in each (nbgan: in its autoencoder's stage the copy is the model
+        started from the autoencoder's weights at that validation, as a checkpoint of that stage holds it).
         """
         from ..data.celldata import CellData
         from ..train.checkpoint import data_fingerprint, read_training_state

@@ -25,7 +25,9 @@ stopping ends it sooner) and the adversarial stage the rest. Checkpoints are wri
 a complete nbgan model directory: in the autoencoder's, its best state so far as the generator's start (the
 decoder, fed each type's Gaussian of codes) with the autoencoder's training state beside it. A run
 interrupted in either stage resumes where it stopped (one interrupted in the adversarial stage does not
-refit the autoencoder); one interrupted in the autoencoder's keeps that start as its model.
+refit the autoencoder); one interrupted in the autoencoder's keeps that start as its model. A ``monitor``
+given to ``fit`` follows both stages: in the autoencoder's it sees the model started from each validated
+state (so quality against training time starts before the adversarial stage does).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ AE_OPTIONS = tuple(
         "checkpoint_minutes",
     )
 )  # fmt: skip
-#: how the autoencoder's kept state is chosen (``ae_selection``): the validation MMD of the start it gives
+#: how the autoencoder's kept state is chosen (``ae_selection``): the validation score of the start it gives
 #: (the decoder fed each type's Gaussian of codes, scored as the adversarial stage scores its states), or its
 #: own held-out NELBO (best at its first validation on every dataset here, long before the decoder is)
 AE_SELECTION = ("start", "nelbo")
@@ -172,7 +174,7 @@ class NBGAN(CGAN):
               gt=0, lt=1),
         Param("ae", {}, "dict", "the autoencoder's nbvae parameters", keys=AE_OPTIONS),
         Param("ae_selection", "start", "str", "the autoencoder's state kept: the one whose start (decoder "
-              "and codes) scores the lowest validation MMD, or its best held-out NELBO",
+              "and codes) scores best (val_metric), or its best held-out NELBO",
               choices=AE_SELECTION),
     )  # fmt: skip
 
@@ -243,6 +245,7 @@ class NBGAN(CGAN):
         ae.modules = ae._build([c.n for c in data.conditions], data.n_genes)
         if self.params["ae_selection"] == "start":  # set up after the autoencoder's weights are drawn
             ae._scorer = self._start_scorer(data, device=device, seed=seed)
+        ae._stage_monitor = self._start_monitor(data)
         ae_net = _cpu_copy(ae.modules["generator"])
         self._ae_stage = {"net": ae_net, "data": data}
         try:
@@ -260,23 +263,48 @@ class NBGAN(CGAN):
             raise _InterruptedInAutoencoder
 
     def _start_scorer(self, data, *, device, seed):
-        """``score(net)``: the validation MMD of the start that the autoencoder ``net`` gives, computed by
-        an adversarial plan set up as the adversarial stage's (the same held-out cells, principal axes and
-        count draw) with the same noise at every call."""
+        """``score(net)``: the validation score (``val_metric``'s) of the start that the autoencoder ``net``
+        gives, computed by an adversarial plan set up as the adversarial stage's (the same held-out cells,
+        principal axes and count draw) with the same noise at every call; its other scores beside it."""
         probe = self._adversarial_plan(
             _cpu_copy(self.modules["generator"]), device=device, seed=seed, progress=False
         )
         probe.setup(data)
         labels = data.label.codes
 
-        def score(net: NBVAENet) -> float:
+        def score(net: NBVAENet) -> dict[str, float]:
             if next(net.parameters()).device.type != "cpu":  # the codes are computed on the CPU
                 net = _cpu_copy(net)
             probe.sampling_module().start_from(net, encode_means(net, data), labels)
             probe.gen.manual_seed(seed + 3)
-            return probe.validation_scores()["val_mmd"]
+            scores = probe.validation_scores()
+            # the adversarial stage's score selects; every score is recorded (val_start_mmd, ...)
+            return {"val_start": scores[probe.val_key]} | {f"val_start_{k[4:]}": v for k, v in scores.items()}
 
         return score
+
+    def _start_monitor(self, data):
+        """The user's monitor in the autoencoder's stage (None without one): at each of its validations,
+        a copy of this model started from the autoencoder's state then (its decoder fed each type's
+        Gaussian of codes: the model a checkpoint of that stage holds)."""
+        user = getattr(self, "_monitor", None)
+        if user is None:
+            return None
+        import copy
+
+        def monitor(step: int, seconds: float, model_state: dict) -> dict:
+            net = _cpu_copy(self._ae_stage["net"])
+            net.load_state_dict({k: v.detach().cpu() for k, v in model_state.items()})
+            snapshot = copy.copy(self)
+            snapshot.modules = {name: _cpu_copy(m) for name, m in self.modules.items()}
+            codes = encode_means(net, data)
+            snapshot.modules["generator"].start_from(net, codes, data.label.codes)
+            snapshot._started(snapshot.modules["generator"], data, codes)
+            for m in snapshot.modules.values():
+                m.eval()
+            return dict(user(snapshot, step, seconds) or {})
+
+        return monitor
 
     def _started(self, generator: DecoderGenerator, data, codes: np.ndarray) -> None:
         """Called once ``generator`` is put at a start (the final one, or a checkpoint's in the

@@ -147,9 +147,12 @@ class AdversarialPlan(TrainingPlan):
         # batch; R1 is then taken in that space, and equals the gene space's (‖g Bᵀ‖ = ‖g‖ for BᵀB = I)
         view = getattr(self.discriminator, "projection", None)
         self.view = view if view is not None and view.is_orthonormal() else None
-        pca_mean, pca_axes, _ = principal_axes(data, train_rows, 50, rng)
+        pca_mean, pca_axes, pca_sd = principal_axes(data, train_rows, 50, rng)
         self.pca_mean = torch.from_numpy(pca_mean).to(dev)
         self.pca_basis = torch.from_numpy(np.ascontiguousarray(pca_axes.T)).to(dev)
+        # each component scaled to unit variance for the whitened validation MMD (components whose
+        # variance is numerically nil are left unscaled)
+        self.pca_scale = torch.from_numpy(np.where(pca_sd > 1e-6 * pca_sd.max(), 1.0 / pca_sd, 1.0)).to(dev)
         self._validation_set(data)
         self.prior = None
         if not s.conditional:  # every cell is given the training label frequencies instead of its label
@@ -398,7 +401,12 @@ class AdversarialPlan(TrainingPlan):
     @torch.no_grad()
     def validation_scores(self) -> dict[str, float]:
         x = self.validation_cells()
-        scores = {"val_mmd": mmd_rbf((x - self.pca_mean) @ self.pca_basis, self.ref_pcs)}
+        pcs = (x - self.pca_mean) @ self.pca_basis
+        scale = self.pca_scale.to(pcs.dtype)
+        scores = {
+            "val_mmd": mmd_rbf(pcs, self.ref_pcs),
+            "val_wmmd": mmd_rbf(pcs * scale, self.ref_pcs * scale),
+        }
         if self.c2st_real is not None:
             scores["val_c2st"] = self.c2st(x)
         return scores

@@ -87,7 +87,8 @@ class LikelihoodPlan(TrainingPlan):
         super().__init__(settings, **kwargs)
         self.module = module
         # scorer(module) -> a score of the state to keep (lower is better), recorded as val_start and
-        # selecting instead of val_metric: a model built on this one judges what it would start from
+        # selecting instead of val_metric: a model built on this one judges what it would start from. It
+        # may return a mapping instead: its "val_start" selects, its other entries are recorded beside it
         self.scorer = scorer
         self.val_key = "val_start" if scorer is not None else f"val_{settings.val_metric}"
 
@@ -167,7 +168,9 @@ class LikelihoodPlan(TrainingPlan):
         if self.c2st_real is not None:
             scores["val_c2st"] = self.c2st()
         if self.scorer is not None:
-            scores["val_start"] = float(self.scorer(self.sampling_module()))
+            start = self.scorer(self.sampling_module())
+            scores.update({k: float(v) for k, v in start.items()} if isinstance(start, dict) else {})
+            scores["val_start"] = float(start["val_start"] if isinstance(start, dict) else start)
         return scores
 
     @torch.no_grad()
