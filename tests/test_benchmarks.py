@@ -106,7 +106,7 @@ def test_time_to_fidelity(scripts, tmp_path):
     record = json.loads(lines[-2])
     assert record["peer"]["model"] == "scvi" and record["peer"]["epochs"] == 3
     assert 0.0 <= record["ours"]["kept_detection_auc"] <= 1.0
-    assert {"val_mmd", "val_wmmd", "val_c2st"} <= set(record["ours"]["selection"])  # each against the detector
+    assert {"val_mmd", "val_wmmd", "val_c2st"} <= set(record["ours"]["selection"])  # each vs the detector
     assert 0.0 <= record["peer"]["detection_auc"] <= 1.0
     result = result_values(out)
     assert set(result) == {"time_to_peer_ratio", "throughput_ratio"}

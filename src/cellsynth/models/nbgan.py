@@ -165,6 +165,7 @@ class NBGAN(CGAN):
 
     name = "nbgan"
     _ae_seconds = 0.0
+    _ae_monitor_seconds = 0.0
     # the start (the decoder) is a candidate to keep: on pbmc68k's few hundred training cells adversarial
     # steps made it more detectable (docs/benchmarks.md, "nbgan")
     param_spec = ParamSpec([p for p in PARAMS if p.name not in _UNUSED]).with_defaults(
@@ -239,7 +240,7 @@ class NBGAN(CGAN):
                 "give the counts (--layer/layer= the counts layer), or fit model cgan on log-normalised "
                 "or scaled data"
             )
-        started = time.monotonic()
+        started, self._ae_monitor_seconds = time.monotonic(), 0.0
         ae = self._autoencoder()
         ae.info, ae._deadline = self.info, self._deadline
         ae.modules = ae._build([c.n for c in data.conditions], data.n_genes)
@@ -257,7 +258,11 @@ class NBGAN(CGAN):
         codes = encode_means(net, data)
         self.modules["generator"].start_from(net, codes, data.label.codes)
         self._started(self.modules["generator"], data, codes)
-        self._ae_seconds = time.monotonic() - started
+        # the monitor's time in the autoencoder's stage is not training time: off the stage's seconds, and
+        # added to the whole fit's deadline (the stage's own plan moved its deadline already)
+        self._ae_seconds = time.monotonic() - started - self._ae_monitor_seconds
+        if self._deadline is not None:
+            self._deadline += self._ae_monitor_seconds
         self._ae_history, self._ae_record = ae.history, ae.fit_record
         if ae.fit_record.get("stopped_because") == "interrupted":
             raise _InterruptedInAutoencoder
@@ -293,6 +298,13 @@ class NBGAN(CGAN):
         import copy
 
         def monitor(step: int, seconds: float, model_state: dict) -> dict:
+            t0 = time.monotonic()
+            try:
+                return watch(step, seconds, model_state)
+            finally:
+                self._ae_monitor_seconds += time.monotonic() - t0
+
+        def watch(step: int, seconds: float, model_state: dict) -> dict:
             net = _cpu_copy(self._ae_stage["net"])
             net.load_state_dict({k: v.detach().cpu() for k, v in model_state.items()})
             snapshot = copy.copy(self)
