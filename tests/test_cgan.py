@@ -405,6 +405,22 @@ def test_whitened_mmd_validation_keeps_the_state_with_the_lowest_whitened_mmd(co
     assert [r["val_wmmd"] for r in validated] != [r["val_mmd"] for r in validated]
 
 
+def test_the_whitened_mmd_sees_a_shift_that_the_plain_one_misses():
+    import torch
+
+    from cellsynth.train.validation import pca_mmds
+
+    g = torch.Generator().manual_seed(0)
+    sd = torch.tensor([10.0, 3.0, 1.0, 0.1, 0.1])  # principal components' standard deviations
+    ref = torch.randn(300, 5, generator=g) * sd
+    same = torch.randn(300, 5, generator=g) * sd
+    shifted = same.clone()
+    shifted[:, 3] += 0.1  # one sd along a low-variance component
+    before, after = pca_mmds(same, ref, sd), pca_mmds(shifted, ref, sd)
+    assert after["val_wmmd"] - before["val_wmmd"] > 0.1
+    assert abs(after["val_mmd"] - before["val_mmd"]) < 0.005
+
+
 def test_c2st_validation_without_held_out_cells_is_refused(counts_adata):
     from cellsynth.errors import TrainingError
 

@@ -246,7 +246,7 @@ class NBGAN(CGAN):
         ae.modules = ae._build([c.n for c in data.conditions], data.n_genes)
         if self.params["ae_selection"] == "start":  # set up after the autoencoder's weights are drawn
             ae._scorer = self._start_scorer(data, device=device, seed=seed)
-        ae._stage_monitor = self._start_monitor(data)
+        ae._outer_monitor = self._start_monitor(data)
         ae_net = _cpu_copy(ae.modules["generator"])
         self._ae_stage = {"net": ae_net, "data": data}
         try:

@@ -275,7 +275,7 @@ class _ConditionalVAE(SyntheticCellModel):
     _scorer = None
     #: a model built on this one sets it to follow this one's states as its own (the plan's ``monitor``,
     #: instead of one that hands the user a copy of this model)
-    _stage_monitor = None
+    _outer_monitor = None
 
     def _settings(self) -> LikelihoodSettings:
         return LikelihoodSettings(**{k: self.params[k] for k in _TRAIN_KEYS})
@@ -293,7 +293,7 @@ class _ConditionalVAE(SyntheticCellModel):
             seed=seed,
             progress=progress,
             checkpoint=checkpoint,
-            monitor=self._stage_monitor or self._plan_monitor(),
+            monitor=self._outer_monitor or self._plan_monitor(),
             deadline=self._deadline,
         )
         result = plan.fit(data, resume=resume)

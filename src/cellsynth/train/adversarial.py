@@ -29,7 +29,6 @@ from torch.nn import functional as F
 
 from ..data.preprocess import COUNT_NOISE, CountObservation
 from ..data.stats import moments_by_label, principal_axes, zero_fraction_by_label
-from ..metrics.distribution import mmd_rbf
 from ..nn.blocks import one_hot_conditions
 from .losses import AdversarialLoss
 from .objectives import (
@@ -47,7 +46,7 @@ from .objectives import (
 )
 from .optim import set_requires_grad
 from .plan import TrainingPlan, TrainSettings
-from .validation import VAL_METRICS, c2st_auc, c2st_reference, forest_state
+from .validation import VAL_METRICS, c2st_auc, c2st_reference, forest_state, pca_mmds
 
 
 @dataclass
@@ -150,9 +149,7 @@ class AdversarialPlan(TrainingPlan):
         pca_mean, pca_axes, pca_sd = principal_axes(data, train_rows, 50, rng)
         self.pca_mean = torch.from_numpy(pca_mean).to(dev)
         self.pca_basis = torch.from_numpy(np.ascontiguousarray(pca_axes.T)).to(dev)
-        # each component scaled to unit variance for the whitened validation MMD (components whose
-        # variance is numerically nil are left unscaled)
-        self.pca_scale = torch.from_numpy(np.where(pca_sd > 1e-6 * pca_sd.max(), 1.0 / pca_sd, 1.0)).to(dev)
+        self.pca_sd = torch.from_numpy(pca_sd).to(dev)  # the whitened validation MMD's scales
         self._validation_set(data)
         self.prior = None
         if not s.conditional:  # every cell is given the training label frequencies instead of its label
@@ -401,12 +398,7 @@ class AdversarialPlan(TrainingPlan):
     @torch.no_grad()
     def validation_scores(self) -> dict[str, float]:
         x = self.validation_cells()
-        pcs = (x - self.pca_mean) @ self.pca_basis
-        scale = self.pca_scale.to(pcs.dtype)
-        scores = {
-            "val_mmd": mmd_rbf(pcs, self.ref_pcs),
-            "val_wmmd": mmd_rbf(pcs * scale, self.ref_pcs * scale),
-        }
+        scores = pca_mmds((x - self.pca_mean) @ self.pca_basis, self.ref_pcs, self.pca_sd)
         if self.c2st_real is not None:
             scores["val_c2st"] = self.c2st(x)
         return scores

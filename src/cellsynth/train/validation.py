@@ -43,6 +43,16 @@ def c2st_auc(real: torch.Tensor, fake: torch.Tensor, *, random_state: int = 0) -
     )
 
 
+def pca_mmds(pcs: torch.Tensor, ref: torch.Tensor, sd: torch.Tensor) -> dict[str, float]:
+    """``val_mmd`` between generated cells' principal coordinates ``pcs`` and the held-out cells' ``ref``,
+    and ``val_wmmd``, the same with each component divided by its standard deviation ``sd`` in the
+    training cells (a component of numerically nil variance left as it is)."""
+    from ..metrics.distribution import mmd_rbf
+
+    scale = torch.where(sd > 1e-6 * sd.max(), 1.0 / sd.clamp_min(1e-30), torch.ones_like(sd)).to(pcs.dtype)
+    return {"val_mmd": mmd_rbf(pcs, ref), "val_wmmd": mmd_rbf(pcs * scale, ref * scale)}
+
+
 def forest_state(seed: int, step: int) -> int:
     """The classifier test's forest seed at a validation: another forest at every step, fixed by the
     plan's seed."""
