@@ -214,17 +214,12 @@ class NBGAN(CGAN):
         write = super()._checkpoint_callback(path, meta)
 
         def stage_aware(state: dict, model_state: dict) -> None:
-            ae = self._ae_stage
-            if ae is None:  # the adversarial stage: the cgan's checkpoint
+            if self._ae_stage is None:  # the adversarial stage: the cgan's checkpoint
                 write(state, model_state)
                 return
             # the autoencoder's stage: the nbgan started from its best state so far, and its plan state
-            net = ae["net"]
-            net.load_state_dict(model_state)
             start = _cpu_copy(self.modules["generator"])
-            codes = encode_means(net, ae["data"])
-            start.start_from(net, codes, ae["data"].label.codes)
-            self._started(start, ae["data"], codes)
+            self._start_at(model_state, start, self._started)
             write({AE_STAGE: state, "loop": state["loop"]}, start.state_dict())
 
         return stage_aware
@@ -246,7 +241,7 @@ class NBGAN(CGAN):
         ae.modules = ae._build([c.n for c in data.conditions], data.n_genes)
         if self.params["ae_selection"] == "start":  # set up after the autoencoder's weights are drawn
             ae._scorer = self._start_scorer(data, device=device, seed=seed)
-        ae._outer_monitor = self._start_monitor(data)
+        ae._outer_monitor = self._start_monitor()
         ae_net = _cpu_copy(ae.modules["generator"])
         self._ae_stage = {"net": ae_net, "data": data}
         try:
@@ -288,7 +283,16 @@ class NBGAN(CGAN):
 
         return score
 
-    def _start_monitor(self, data):
+    def _start_at(self, model_state: dict, generator: DecoderGenerator, started) -> None:
+        """In the autoencoder's stage: put ``generator`` at the start that the autoencoder's weights
+        ``model_state`` give, then call ``started`` (a model's :meth:`_started`) with it."""
+        net, data = self._ae_stage["net"], self._ae_stage["data"]  # net: a CPU copy to load weights into
+        net.load_state_dict(model_state)
+        codes = encode_means(net, data)
+        generator.start_from(net, codes, data.label.codes)
+        started(generator, data, codes)
+
+    def _start_monitor(self):
         """The user's monitor in the autoencoder's stage (None without one): at each of its validations,
         a copy of this model started from the autoencoder's state then (its decoder fed each type's
         Gaussian of codes: the model a checkpoint of that stage holds)."""
@@ -305,13 +309,9 @@ class NBGAN(CGAN):
                 self._ae_monitor_seconds += time.monotonic() - t0
 
         def watch(step: int, seconds: float, model_state: dict) -> dict:
-            net = _cpu_copy(self._ae_stage["net"])
-            net.load_state_dict({k: v.detach().cpu() for k, v in model_state.items()})
             snapshot = copy.copy(self)
             snapshot.modules = {name: _cpu_copy(m) for name, m in self.modules.items()}
-            codes = encode_means(net, data)
-            snapshot.modules["generator"].start_from(net, codes, data.label.codes)
-            snapshot._started(snapshot.modules["generator"], data, codes)
+            self._start_at(model_state, snapshot.modules["generator"], snapshot._started)
             for m in snapshot.modules.values():
                 m.eval()
             return dict(user(snapshot, step, seconds) or {})

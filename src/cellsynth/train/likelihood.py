@@ -86,9 +86,9 @@ class LikelihoodPlan(TrainingPlan):
     ):
         super().__init__(settings, **kwargs)
         self.module = module
-        # scorer(module) -> a score of the state to keep (lower is better), recorded as val_start and
-        # selecting instead of val_metric: a model built on this one judges what it would start from. It
-        # may return a mapping instead: its "val_start" selects, its other entries are recorded beside it
+        # scorer(module) -> {"val_start": a score of the state to keep (lower is better), ...}: val_start
+        # selects instead of val_metric (a model built on this one judges what it would start from), the
+        # other entries are recorded beside it
         self.scorer = scorer
         self.val_key = "val_start" if scorer is not None else f"val_{settings.val_metric}"
 
@@ -168,9 +168,7 @@ class LikelihoodPlan(TrainingPlan):
         if self.c2st_real is not None:
             scores["val_c2st"] = self.c2st()
         if self.scorer is not None:
-            start = self.scorer(self.sampling_module())
-            scores.update({k: float(v) for k, v in start.items()} if isinstance(start, dict) else {})
-            scores["val_start"] = float(start["val_start"] if isinstance(start, dict) else start)
+            scores.update({k: float(v) for k, v in self.scorer(self.sampling_module()).items()})
         return scores
 
     @torch.no_grad()
