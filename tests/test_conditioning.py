@@ -280,3 +280,49 @@ def test_moment_match_moves_each_gene_by_its_own_residual_through_the_count_draw
     assert abs(float(loss_grad(True, 0.0))) < 1e-3 * coupled  # its own residual is zero: it stays
     # the dominant gene is too low: its own residual raises it (descent: negative gradient)
     assert float(loss_grad(True, 0.5)) < 0
+
+
+def test_one_product_gives_every_networks_projection_of_a_batch():
+    """The critic's, the classifier's and the MMD's views of a batch, from one product, are each
+    ``(x − mean) @ basis``; the classifier is fed the critic's projection only when it is the same one."""
+    from cellsynth.nn.blocks import InputProjection, Projected
+    from cellsynth.train.views import CellViews
+
+    g = torch.Generator().manual_seed(0)
+    genes = 40
+
+    def projection(k: int, shift: float = 0.0) -> InputProjection:
+        p = InputProjection(genes, k)
+        p.set(torch.rand(genes, generator=g) + shift, torch.linalg.qr(torch.randn(genes, k, generator=g))[0])
+        return p
+
+    critic = Projected(projection(6), torch.nn.Identity())
+    same = Projected(projection(6), torch.nn.Identity())
+    same.projection.set(critic.projection.mean, critic.projection.basis)
+    mmd_mean, mmd_basis = (
+        torch.rand(genes, generator=g),
+        torch.linalg.qr(torch.randn(genes, 4, generator=g))[0],
+    )
+    x = (3 * torch.rand(9, genes, generator=g)).requires_grad_(True)
+
+    views = CellViews(critic, same, mmd_mean, mmd_basis)
+    v = views(x)
+    torch.testing.assert_close(v.critic, critic.projection(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(v.mmd, (x - mmd_mean) @ mmd_basis, rtol=1e-5, atol=1e-5)
+    assert views.classifier_projected and views.critic_kwargs == {"projected": True}
+    v.critic.sum().backward()  # the gradient reaches the cells through the product
+    torch.testing.assert_close(x.grad, critic.projection.basis.sum(1).expand(9, -1), rtol=1e-5, atol=1e-6)
+    alone = views(x, mmd=False)
+    assert alone.mmd is None
+    torch.testing.assert_close(alone.critic, v.critic.detach(), rtol=1e-5, atol=1e-5)
+
+    # another projection for the classifier: it projects the cells itself
+    assert not CellViews(
+        critic, Projected(projection(6, 1.0), torch.nn.Identity()), mmd_mean, mmd_basis
+    ).classifier_projected
+    # a critic in gene space is fed the cells themselves
+    genes_critic = CellViews(torch.nn.Identity(), None, mmd_mean, mmd_basis)
+    w = genes_critic(x)
+    assert w.critic is not None and torch.equal(w.critic, x.float()) and genes_critic.critic_kwargs == {}
+    torch.testing.assert_close(w.mmd, (x - mmd_mean) @ mmd_basis, rtol=1e-5, atol=1e-5)
+    assert not genes_critic.classifier_projected

@@ -73,6 +73,36 @@ def test_the_generator_starts_as_the_decoder_of_each_types_codes():
     torch.testing.assert_close(gen.dispersion(w), 1.0 / ae.theta(w), rtol=1e-5, atol=1e-6)
 
 
+def test_the_profile_given_beside_the_output_draws_the_same_counts_with_the_same_gradients():
+    """``with_profile=True`` hands the count draw ρ itself: the draw it gives and the gradients through it
+    are those of recovering ρ from the output (what any other generator's output goes through)."""
+    from cellsynth.data.preprocess import CountObservation, profile
+
+    torch.manual_seed(0)
+    sizes, genes, z_dim = [3], 50, 4
+    gen = DecoderGenerator(genes, sizes, z_dim, (8, 16), dispersion=True)
+    z, w = torch.randn(7, z_dim), [F.one_hot(torch.tensor([0, 1, 2, 0, 1, 2, 0]), 3).float()]
+    x, pre, rho = gen(z, w, with_profile=True)
+    x2, _ = gen(z, w)
+    assert torch.equal(x, x2) and torch.equal(x, pre)
+    torch.testing.assert_close(rho, profile(x), rtol=1e-4, atol=1e-7)
+    library = torch.linspace(500.0, 5000.0, 7)
+    grads, outputs = [], []
+    for expected in (None, rho):
+        gen.zero_grad()
+        x, _, rho = gen(z, w, with_profile=True)
+        g = torch.Generator().manual_seed(3)
+        obs, p0 = CountObservation("pln")(
+            x, library, 1e4 / library, g, gen.dispersion(w), None if expected is None else rho
+        )
+        (obs.pow(2).sum() + p0.sum()).backward()
+        outputs.append((obs.detach(), p0.detach()))
+        grads.append(torch.cat([q.grad.ravel() for q in gen.parameters() if q.grad is not None]))
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-3, atol=1e-5)
+    assert grads[0].abs().sum() > 0
+
+
 def test_both_stages_run_and_the_start_is_a_validated_candidate(fitted, counts_adata):
     stages = [r["stage"] for r in fitted.history]
     assert stages == ["autoencoder"] * 3 + ["gan"] * 4  # the GAN's step-0 validation, then its epochs

@@ -232,12 +232,14 @@ class CountObservation:
         library: torch.Tensor,
         gen: torch.Generator | None = None,
         dispersion: torch.Tensor | None = None,
+        expected: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(counts, rate)``: counts drawn from the profile of ``x`` at ``library``, with the value of
-        the draw and the gradient of the rate (straight-through), and the rate they were drawn at."""
+        """``(counts, rate)``: counts drawn from the profile of ``x`` (or ``expected``, the profile when
+        the generator has it) at ``library``, with the value of the draw and the gradient of the rate
+        (straight-through), and the rate they were drawn at."""
         import torch
 
-        rate = profile(x) * library[:, None]
+        rate = (profile(x) if expected is None else expected.float()) * library[:, None]
         if self.noise == "pln":
             if dispersion is None:
                 raise ValueError("count noise 'pln' needs a dispersion (cells × genes)")
@@ -260,10 +262,11 @@ class CountObservation:
         scale: torch.Tensor,
         gen: torch.Generator | None = None,
         dispersion: torch.Tensor | None = None,
+        expected: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         import torch
 
-        counts, rate = self.draw(x, library, gen, dispersion)
+        counts, rate = self.draw(x, library, gen, dispersion, expected)
         total = counts.sum(-1).clamp_min(1.0)
         # real cells: log1p(c * target / all-gene total); all-gene total ≈ own total * (real all / real train)
         factor = scale * library / total

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.preprocess import TARGET_SUM
 from ..errors import InputError
 from ..params import Param, ParamSpec
 from .cgan import CGAN, PARAMS
@@ -108,6 +109,7 @@ class DecoderGenerator(nn.Module):
         super().__init__()
         self.z_dim = z_dim
         self.nonnegative = True
+        self.gives_profile = True  # forward(..., with_profile=True) also returns ρ
         self.noise = TypeGaussianNoise(sizes, z_dim)
         # the decoder of NBVAENet(hidden reversed): its widths are ``hidden``
         self.vae = NBVAENet(
@@ -127,9 +129,13 @@ class DecoderGenerator(nn.Module):
             return None
         return torch.exp(weights[0].float() @ self.log_dispersion.float())
 
-    def forward(self, z: torch.Tensor, weights: Sequence[torch.Tensor]):
-        x = self.vae.generate(self.noise(z, weights), weights)
-        return x, x
+    def forward(self, z: torch.Tensor, weights: Sequence[torch.Tensor], with_profile: bool = False):
+        """``(x, x)`` with ``x = log1p(ρ · 1e4)``; ``with_profile``: ``(x, x, ρ)``, so that a count draw
+        takes ρ as it is instead of recovering it from ``x`` (the same values and gradients, fewer
+        genes-wide operations)."""
+        rho = self.vae.expected_profile(self.vae.decode(self.noise(z, weights), weights), weights)
+        x = torch.log1p(rho * TARGET_SUM)
+        return (x, x, rho) if with_profile else (x, x)
 
     @torch.no_grad()
     def start_from(self, autoencoder: NBVAENet, codes: np.ndarray, labels: np.ndarray) -> None:

@@ -179,11 +179,15 @@ class NBVAENet(ConditionalVAENet):
         counts = torch.from_numpy(draw_nb(mu, theta, rng, dropout)).to(library.device)
         return torch.log1p(counts * scale.float()[:, None])
 
+    def expected_profile(self, h: torch.Tensor, weights: Sequence[torch.Tensor]) -> torch.Tensor:
+        """ρ, the expected profile (softmax over genes) for the decoder's features ``h``."""
+        return torch.softmax(self.head_output(self.profile, h, weights), 1)
+
     def generate(self, z, weights):
         """``log1p(ρ · 1e4)`` (the expected profile in the training representation), followed by the
         dropout logits when zero-inflated: cells × genes (× 2)."""
         h = self.decode(z, weights)
-        values = torch.log1p(torch.softmax(self.head_output(self.profile, h, weights), 1) * TARGET_SUM)
+        values = torch.log1p(self.expected_profile(h, weights) * TARGET_SUM)
         if self.dropout_logits is None:
             return values
         return torch.cat([values, self.dropout_logits(h).float()], dim=1)

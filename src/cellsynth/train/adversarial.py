@@ -29,6 +29,7 @@ from torch.nn import functional as F
 
 from ..data.preprocess import COUNT_NOISE, CountObservation
 from ..data.stats import moments_by_label, principal_axes, zero_fraction_by_label
+from ..metrics.distribution import mmd2
 from ..nn.blocks import one_hot_conditions
 from .losses import AdversarialLoss
 from .objectives import (
@@ -37,7 +38,6 @@ from .objectives import (
     gradient_penalty,
     mix_labels,
     per_gene_path,
-    pooled_mmd,
     r1_penalty,
     same_label_partners,
     soft_cross_entropy,
@@ -47,6 +47,7 @@ from .objectives import (
 from .optim import set_requires_grad
 from .plan import TrainingPlan, TrainSettings
 from .validation import VAL_METRICS, c2st_auc, c2st_reference, forest_state, pca_mmds
+from .views import CellViews, View
 
 
 @dataclass
@@ -142,10 +143,8 @@ class AdversarialPlan(TrainingPlan):
                 torch.from_numpy(mean_t).to(dev), torch.from_numpy(var_t).to(dev), s.moment_decay
             )
         self.codes_all = torch.from_numpy(data.codes)
-        # a critic behind a fixed orthonormal projection (a PCA) is fed projected cells, projected once per
-        # batch; R1 is then taken in that space, and equals the gene space's (‖g Bᵀ‖ = ‖g‖ for BᵀB = I)
-        view = getattr(self.discriminator, "projection", None)
-        self.view = view if view is not None and view.is_orthonormal() else None
+        gives_profile = getattr(self.generator, "gives_profile", False)  # ρ beside x: see fake_batch
+        self.generator_kwargs = {"with_profile": True} if gives_profile else {}
         pca_mean, pca_axes, pca_sd = principal_axes(data, train_rows, 50, rng)
         self.pca_mean = torch.from_numpy(pca_mean).to(dev)
         self.pca_basis = torch.from_numpy(np.ascontiguousarray(pca_axes.T)).to(dev)
@@ -156,6 +155,9 @@ class AdversarialPlan(TrainingPlan):
             freq = np.bincount(data.label.codes, minlength=self.sizes[0]).astype(np.float32)
             self.prior = torch.from_numpy(freq / freq.sum()).to(dev)
         self._optimisers()
+        # networks behind a fixed orthonormal projection (a PCA) are fed each batch projected once (with the
+        # MMD's components); R1 is then taken in that space, equal to the gene space's (‖g Bᵀ‖ = ‖g‖)
+        self.views = CellViews(self.discriminator, self.classifier, self.pca_mean, self.pca_basis)
 
     def _validation_set(self, data) -> None:
         """Held-out cells in the validation PCA space, and the conditions of the cells generated for them."""
@@ -214,18 +216,17 @@ class AdversarialPlan(TrainingPlan):
         """The conditions the networks see (the label hidden in unconditional training)."""
         return w if self.prior is None else [self.prior.expand(len(w[0]), -1), *w[1:]]
 
-    def observed(self, x, rows, weights, pre=None, net=None):
-        """What the critic sees of generated ``x`` for cells paired with real ``rows``: (x, soft zeros)."""
+    def observed(self, x, rows, weights, pre=None, expected=None, *, net=None):
+        """What the critic sees of generated ``x`` (profile ``expected`` when the generator gives it) for
+        cells paired with real ``rows``: (x, soft zeros)."""
         s = self.settings
         if self.observe is None:
             zeros = None if pre is None else soft_zero(pre.float(), s.sparsity_temperature)
             return x, zeros
-        net = net or self.generator
+        net, dev = net or self.generator, self.device
         phi = net.dispersion(weights) if s.count_noise == "pln" else None
-        dev = self.device
-        x_obs, p0 = self.observe(
-            x, self.library_all[rows].to(dev), self.scale_all[rows].to(dev), self.gen, phi
-        )
+        library, scale = self.library_all[rows].to(dev), self.scale_all[rows].to(dev)
+        x_obs, p0 = self.observe(x, library, scale, self.gen, phi, expected)
         zeros = None if pre is None else soft_zero(pre.float(), s.sparsity_temperature, p0)
         return x_obs, zeros
 
@@ -242,14 +243,16 @@ class AdversarialPlan(TrainingPlan):
         group = codes[:, 0] if self.prior is None else torch.zeros_like(codes[:, 0])
         return [same_label_partners(group, self.gen) for _ in range(self.settings.pack - 1)]
 
-    def critic_view(self, x: torch.Tensor) -> torch.Tensor:
-        """What the critic's network is fed for cells ``x``: their projection when it is computed here."""
-        return x if self.view is None else self.view(x)
-
     def judge(self, v: torch.Tensor, weights, partners, *, raw: bool = False) -> torch.Tensor:
-        """The critic's logits for viewed cells ``v`` (:meth:`critic_view`), packed with ``partners``."""
+        """The critic's logits for viewed cells ``v`` (a View's ``critic``), packed with ``partners``."""
         net = self.discriminator if raw else self.discriminator_f
-        return net(v, weights, partners=partners, **({} if self.view is None else {"projected": True}))
+        return net(v, weights, partners=partners, **self.views.critic_kwargs)
+
+    def classify(self, x: torch.Tensor, view: View) -> list[torch.Tensor]:
+        """The auxiliary classifier's logits for cells ``x`` seen as ``view``."""
+        if self.views.classifier_projected:
+            return self.classifier_f(view.critic, projected=True)
+        return self.classifier_f(x)
 
     # ------------------------------------------------------------------ one step
     def training_step(self, rows: np.ndarray) -> dict[str, float]:
@@ -265,28 +268,30 @@ class AdversarialPlan(TrainingPlan):
         g_turn = after > 0 and after % self.loss.d_steps == 0
         # both networks' steps on one generated batch when each takes one (DCGAN's order)
         shared = self.fake_batch(w_real, rows) if g_turn and s.shared_fakes and s.g_steps == 1 else None
-        out = self.critic_step(x_real, codes, w_real, rows, partners, shared)
+        real = (x_real, self.views(x_real, mmd=g_turn))  # projected once for both networks' steps
+        out = self.critic_step(real, codes, w_real, rows, partners, shared)
         if g_turn:
-            out.update(self.generator_steps(x_real, w_real, rows, partners, shared))
+            out.update(self.generator_steps(real, w_real, rows, partners, shared))
         return out
 
     def fake_batch(self, w_real, rows, zeros: bool = True) -> tuple:
-        """``(observed x, pre-activation, soft zeros or None, conditions)`` of cells generated for the
-        conditions of real ``rows`` (a share of them mixed) and drawn at their library sizes."""
-        w_fake = self.fake_conditions(w_real)
-        z, w_fake, fake_rows = self.latent_fn(w_fake, rows, self.gen, self.device)
+        """``(observed x, pre-activation, soft zeros or None, conditions, view)`` of cells generated for
+        the conditions of real ``rows`` (a share of them mixed) and drawn at their library sizes; ``zeros``
+        False: a batch for the critic alone (no soft zeros, no MMD components in its view)."""
+        z, w_fake, fake_rows = self.latent_fn(self.fake_conditions(w_real), rows, self.gen, self.device)
         w_fake = self.as_given(w_fake)
-        x_fake, pre = self.generator_f(z, w_fake)
-        x_fake, soft = self.observed(x_fake, fake_rows, w_fake, pre if zeros else None)
-        return x_fake, pre, soft, w_fake
+        x_fake, pre, *rho = self.generator_f(z, w_fake, **self.generator_kwargs)  # rho: the profile, if given
+        x_fake, soft = self.observed(x_fake, fake_rows, w_fake, pre if zeros else None, *rho)
+        return x_fake, pre, soft, w_fake, self.views(x_fake, mmd=zeros)
 
-    def critic_step(self, x_real, codes, w_real, rows, partners, shared=None) -> dict[str, float]:
-        """One update of the critic (+ the auxiliary classifier on real cells with their real labels), on
-        the ``shared`` generated batch (:meth:`fake_batch`) or a fresh one."""
+    def critic_step(self, real, codes, w_real, rows, partners, shared=None) -> dict[str, float]:
+        """One update of the critic (+ the auxiliary classifier on real cells with their real labels), on the
+        ``shared`` generated batch (:meth:`fake_batch`) or a fresh one; ``real``: the cells, their View."""
         s, fabric = self.settings, self.fabric
+        x_real, real_view = real
         with torch.no_grad():
-            x_fake, _, _, w_fake = shared or self.fake_batch(w_real, rows, zeros=False)
-            v_real, v_fake = self.critic_view(x_real), self.critic_view(x_fake.detach())
+            _, _, _, w_fake, fake_view = shared or self.fake_batch(w_real, rows, zeros=False)
+        v_real, v_fake = real_view.critic, fake_view.critic.detach()
         if s.r1_weight:
             # the raw module under Fabric's autocast: Fabric forbids autograd.grad via its wrapper
             v_real = v_real.detach().requires_grad_(True)  # (gene space: v_real is x_real itself)
@@ -305,7 +310,7 @@ class AdversarialPlan(TrainingPlan):
                 d_loss = d_loss + self.loss.gradient_penalty * gp
         c_loss = torch.zeros((), device=self.device)
         if self.classifier_f is not None:
-            logits = self.classifier_f(x_real)
+            logits = self.classify(x_real, real_view)
             c_loss = sum(F.cross_entropy(lg, codes[:, k]) for k, lg in enumerate(logits)) / len(logits)
         self.opt_d.zero_grad(set_to_none=True)
         fabric.backward(d_loss + c_loss)
@@ -315,15 +320,15 @@ class AdversarialPlan(TrainingPlan):
         self.loss.after_critic_step(self.discriminator)
         return {"d_loss": d_loss.item(), "class_real": c_loss.item(), "n_d": 1.0}
 
-    def generator_steps(self, x_real, w_real, rows, partners, shared=None) -> dict[str, float]:
+    def generator_steps(self, real, w_real, rows, partners, shared=None) -> dict[str, float]:
         """``g_steps`` updates of the generator (the first on the ``shared`` batch when given), the
-        critic's weights frozen (their gradients would be thrown away)."""
+        critic's weights frozen (their gradients would be thrown away); ``real``: as :meth:`critic_step`'s."""
         s = self.settings
         out = dict.fromkeys(("g_loss", "class_fake", "sparsity", "mmd", "moment", "n_g"), 0.0)
         set_requires_grad(self.d_params, False)
         for i in range(s.g_steps):
-            x_fake, pre, zeros, w_fake = shared if shared and i == 0 else self.fake_batch(w_real, rows)
-            terms = self.generator_loss(x_fake, pre, zeros, w_fake, x_real, w_real, partners)
+            fake = shared if shared and i == 0 else self.fake_batch(w_real, rows)
+            terms = self.generator_loss(fake, real[1], w_real, partners)
             total = (
                 terms["g_loss"]
                 + s.class_weight * terms["class_fake"]
@@ -347,13 +352,15 @@ class AdversarialPlan(TrainingPlan):
         set_requires_grad(self.d_params, True)
         return out
 
-    def generator_loss(self, x_fake, pre, zeros, w_fake, x_real, w_real, partners) -> dict:
-        """The generator's loss terms for one batch (weights applied by the caller)."""
+    def generator_loss(self, fake: tuple, real_view: View, w_real, partners) -> dict:
+        """The generator's loss terms for one generated batch ``fake`` (:meth:`fake_batch`) against the
+        real batch seen as ``real_view`` (weights applied by the caller)."""
         s, dev = self.settings, self.device
-        terms = {"g_loss": self.loss.g_loss(self.judge(self.critic_view(x_fake), w_fake, partners))}
+        x_fake, pre, zeros, w_fake, view = fake
+        terms = {"g_loss": self.loss.g_loss(self.judge(view.critic, w_fake, partners))}
         cf = torch.zeros((), device=dev)
         if self.classifier_f is not None and s.class_weight and self.prior is None:
-            logits = self.classifier_f(x_fake)
+            logits = self.classify(x_fake, view)
             cf = sum(soft_cross_entropy(lg, w_fake[k]) for k, lg in enumerate(logits)) / len(logits)
         terms["class_fake"] = cf
         sp_loss = torch.zeros((), device=dev)
@@ -363,11 +370,9 @@ class AdversarialPlan(TrainingPlan):
         mmd_loss = torch.zeros((), device=dev)
         pure = w_fake[0].max(1).values >= 1.0  # mixed-label rows have no real counterpart
         if self.prior is not None and s.mmd_weight:
-            mmd_loss = pooled_mmd(x_fake, x_real, self.pca_mean, self.pca_basis)
+            mmd_loss = mmd2(view.mmd, real_view.mmd.detach())
         elif s.mmd_weight and int(pure.sum()) >= 2:
-            mmd_loss = conditional_mmd(
-                x_fake, x_real, w_fake[0], w_real[0], self.pca_mean, self.pca_basis, keep=pure
-            )
+            mmd_loss = conditional_mmd(view.mmd, real_view.mmd.detach(), w_fake[0], w_real[0], keep=pure)
         terms["mmd"] = mmd_loss
         mom_loss = torch.zeros((), device=dev)
         if self.moments is not None and int(pure.sum()) >= 2:
@@ -387,8 +392,7 @@ class AdversarialPlan(TrainingPlan):
         w = one_hot_conditions(self.val_gen_codes, self.sizes)
         z, w, rows = self.latent_fn(w, self.val_gen_rows, self.gen, self.device)
         w = self.as_given(w)
-        x, _ = net(z, w)
-        x, _ = self.observed(x, rows, w, net=net)
+        x, _ = self.observed(net(z, w)[0], rows, w, net=net)
         net.train(was)
         return x.float()
 
@@ -399,14 +403,10 @@ class AdversarialPlan(TrainingPlan):
     def validation_scores(self) -> dict[str, float]:
         x = self.validation_cells()
         scores = pca_mmds((x - self.pca_mean) @ self.pca_basis, self.ref_pcs, self.pca_sd)
-        if self.c2st_real is not None:
-            scores["val_c2st"] = self.c2st(x)
+        if self.c2st_real is not None:  # the classifier test of held-out cells against as many generated
+            state = forest_state(self.seed, self.step_count())
+            scores["val_c2st"] = c2st_auc(self.c2st_real, x[: len(self.c2st_real)], random_state=state)
         return scores
-
-    def c2st(self, x: torch.Tensor) -> float:
-        """The classifier test of held-out cells against generated cells ``x`` (as many of them)."""
-        state = forest_state(self.seed, self.step_count())
-        return c2st_auc(self.c2st_real, x[: len(self.c2st_real)], random_state=state)
 
     def progress_postfix(self, record: dict) -> dict[str, str]:
         r = record

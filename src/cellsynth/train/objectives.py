@@ -101,31 +101,23 @@ def sparsity_loss(zero_prob: torch.Tensor, label_w: torch.Tensor, target_zero: t
 
 
 def conditional_mmd(
-    x_fake: torch.Tensor,
-    x_real: torch.Tensor,
+    pc_fake: torch.Tensor,
+    pc_real: torch.Tensor,
     w_fake: torch.Tensor,
     w_real: torch.Tensor,
-    mean: torch.Tensor,
-    basis: torch.Tensor,
     keep: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """MMD between generated and real cells in a PCA space, each compared only with cells of its type.
+    """MMD between generated and real cells' principal components (float32), each compared only with
+    cells of its type.
 
-    Row ``i`` of ``x_fake`` was generated for the conditions of real row ``i`` (``paired``); only the
+    Row ``i`` of ``pc_fake`` was generated for the conditions of real row ``i`` (``paired``); only the
     rows ``keep`` (a mask) count, selected after the projection (cheaper than selecting gene rows, and
-    so is its gradient). The projection runs in float32 whatever the autocast context.
+    so is its gradient).
     """
-    with torch.autocast(device_type=x_fake.device.type, enabled=False):
-        pf, pr = (x_fake.float() - mean) @ basis, (x_real.detach() - mean) @ basis
+    with torch.autocast(device_type=pc_fake.device.type, enabled=False):
         if keep is not None:
-            pf, pr, w_fake, w_real = pf[keep], pr[keep], w_fake[keep], w_real[keep]
-        return mmd2(pf, pr, cond_x=w_fake, cond_y=w_real, paired=True)
-
-
-def pooled_mmd(x_fake: torch.Tensor, x_real: torch.Tensor, mean: torch.Tensor, basis: torch.Tensor):
-    """MMD between generated and real cells in a PCA space, types pooled (unconditional training)."""
-    with torch.autocast(device_type=x_fake.device.type, enabled=False):
-        return mmd2((x_fake.float() - mean) @ basis, (x_real.detach() - mean) @ basis)
+            pc_fake, pc_real, w_fake, w_real = pc_fake[keep], pc_real[keep], w_fake[keep], w_real[keep]
+        return mmd2(pc_fake, pc_real, cond_x=w_fake, cond_y=w_real, paired=True)
 
 
 def r1_penalty(real_logits: torch.Tensor, x_real: torch.Tensor) -> torch.Tensor:
