@@ -239,19 +239,21 @@ class CountObservation:
         (straight-through), and the rate they were drawn at."""
         import torch
 
+        from cellsynth.data import draws
+
         rate = (profile(x) if expected is None else expected.float()) * library[:, None]
         if self.noise == "pln":
             if dispersion is None:
                 raise ValueError("count noise 'pln' needs a dispersion (cells × genes)")
             var = torch.log1p(dispersion.float()).clamp_min(1e-8)  # log-normal σ² for variance φ, mean 1
-            eps = torch.randn(rate.shape, generator=gen, device=rate.device, dtype=rate.dtype)
+            eps = draws.randn_like(rate, gen)
             rate = rate * torch.exp(var.sqrt() * eps - 0.5 * var)
         with torch.no_grad():
             if self.noise in ("poisson", "pln"):
-                counts = torch.poisson(rate, generator=gen)
+                counts = draws.poisson(rate, gen)
             else:
                 low = torch.floor(rate)
-                u = torch.rand(rate.shape, generator=gen, device=rate.device)
+                u = draws.rand_like(rate, gen)
                 counts = low + (u < rate - low).to(rate.dtype)
         return rate + (counts - rate).detach(), rate
 
