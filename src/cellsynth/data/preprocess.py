@@ -237,25 +237,28 @@ class CountObservation:
         """``(counts, rate)``: counts drawn from the profile of ``x`` (or ``expected``, the profile when
         the generator has it) at ``library``, with the value of the draw and the gradient of the rate
         (straight-through), and the rate they were drawn at."""
+        rate, counts = self._rate_and_counts(x, library, gen, dispersion, expected)
+        return _straight_through(rate, counts), rate
+
+    def _rate_and_counts(self, x, library, gen, dispersion, expected):
         import torch
 
         from cellsynth.data import draws
 
-        rate = (profile(x) if expected is None else expected.float()) * library[:, None]
+        rho = profile(x) if expected is None else expected.float()
         if self.noise == "pln":
             if dispersion is None:
                 raise ValueError("count noise 'pln' needs a dispersion (cells × genes)")
-            var = torch.log1p(dispersion.float()).clamp_min(1e-8)  # log-normal σ² for variance φ, mean 1
-            eps = draws.randn_like(rate, gen)
-            rate = rate * torch.exp(var.sqrt() * eps - 0.5 * var)
+            rate = _FUSED["pln_rate"](rho, library, dispersion.float(), draws.randn_like(rho, gen))
+        else:
+            rate = rho * library[:, None]
         with torch.no_grad():
             if self.noise in ("poisson", "pln"):
                 counts = draws.poisson(rate, gen)
             else:
                 low = torch.floor(rate)
-                u = draws.rand_like(rate, gen)
-                counts = low + (u < rate - low).to(rate.dtype)
-        return rate + (counts - rate).detach(), rate
+                counts = low + (draws.rand_like(rate, gen) < rate - low).to(rate.dtype)
+        return rate, counts
 
     def __call__(
         self,
@@ -266,15 +269,50 @@ class CountObservation:
         dispersion: torch.Tensor | None = None,
         expected: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        import torch
+        rate, counts = self._rate_and_counts(x, library, gen, dispersion, expected)
+        # given this draw's rate, exp(-rate) is the zero probability (for pln: an unbiased estimate)
+        return _FUSED["observe"](rate, counts, scale, library, poisson=self.noise in ("poisson", "pln"))
 
-        counts, rate = self.draw(x, library, gen, dispersion, expected)
-        total = counts.sum(-1).clamp_min(1.0)
-        # real cells: log1p(c * target / all-gene total); all-gene total ≈ own total * (real all / real train)
-        factor = scale * library / total
-        observed = torch.log1p(counts * factor[:, None])
-        if self.noise in ("poisson", "pln"):  # given this draw's rate: an unbiased estimate for pln
-            p_zero = torch.exp(-rate)
-        else:
-            p_zero = (1.0 - rate).clamp(0.0, 1.0)
-        return observed, p_zero
+
+def _pln_rate(rho, library, dispersion, eps):
+    """The Poisson–log-normal rate: ``ρ · library`` times a mean-1 log-normal factor of variance
+    ``dispersion`` (``eps``: its standard normal numbers; reparameterised)."""
+    import torch
+
+    var = torch.log1p(dispersion).clamp_min(1e-8)  # log-normal σ² for variance φ, mean 1
+    return rho * library[:, None] * torch.exp(var.sqrt() * eps - 0.5 * var)
+
+
+def _straight_through(rate, counts):
+    """The draw's value with the rate's gradient."""
+    return rate + (counts - rate).detach()
+
+
+def _observe(rate, counts, scale, library, *, poisson: bool):
+    """``(observed, p_zero)`` of counts drawn at ``rate``: normalised and log1p'd as real cells are."""
+    import torch
+
+    counts = _straight_through(rate, counts)
+    total = counts.sum(-1).clamp_min(1.0)
+    # real cells: log1p(c * target / all-gene total); all-gene total ≈ own total * (real all / real train)
+    factor = scale * library / total
+    observed = torch.log1p(counts * factor[:, None])
+    p_zero = torch.exp(-rate) if poisson else (1.0 - rate).clamp(0.0, 1.0)
+    return observed, p_zero
+
+
+def _fused():
+    from cellsynth.data.fused import Fused
+
+    return {"pln_rate": Fused(_pln_rate), "observe": Fused(_observe)}
+
+
+class _LazyFused(dict):
+    """The fused chains, made at first use (importing this module does not import torch)."""
+
+    def __missing__(self, key):
+        self.update(_fused())
+        return self[key]
+
+
+_FUSED = _LazyFused()

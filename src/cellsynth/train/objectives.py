@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+from ..data.fused import Fused
 from ..metrics.distribution import mmd2
 
 
@@ -86,8 +87,17 @@ def soft_zero(pre: torch.Tensor, temperature: float, p_zero_observed: torch.Tens
     When counts are drawn from the output (``p_zero_observed``: the draw's zero probability), a positive
     entry can still come out zero.
     """
+    if p_zero_observed is None:
+        return torch.sigmoid(-pre / temperature)
+    return _OBSERVED_ZERO(pre, p_zero_observed, temperature=temperature)
+
+
+def _observed_zero(pre: torch.Tensor, p_zero_observed: torch.Tensor, *, temperature: float) -> torch.Tensor:
     s = torch.sigmoid(-pre / temperature)
-    return s if p_zero_observed is None else s + (1.0 - s) * p_zero_observed
+    return s + (1.0 - s) * p_zero_observed
+
+
+_OBSERVED_ZERO = Fused(_observed_zero)  # one pass forward and one backward over a large batch (data.fused)
 
 
 def sparsity_loss(zero_prob: torch.Tensor, label_w: torch.Tensor, target_zero: torch.Tensor):
