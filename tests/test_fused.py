@@ -34,11 +34,19 @@ def test_the_compiled_chain_computes_what_the_eager_one_does(monkeypatch):
     assert f.compiled is not None and not f.failed
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    # another batch of the same shape reuses it; another shape runs eagerly (no second compile)
+    # another batch of the same shape reuses it
     torch.testing.assert_close(_run(f, *_batch(1))[0], _run(_observe, *_batch(1))[0], rtol=1e-5, atol=1e-6)
-    compiled = f.compiled
-    torch.testing.assert_close(_run(f, *_batch(2, n=32))[2], _run(_observe, *_batch(2, n=32))[2])
-    assert f.compiled is compiled and f.shape == (64, 256)
+    assert f.shapes == {(64, 256)}
+
+
+def test_each_fits_batch_shape_is_compiled_up_to_a_limit(compile_calls, monkeypatch):
+    monkeypatch.setattr(fused, "MAX_SHAPES", 2)
+    f = Fused(_observe)
+    for n in (64, 32, 64, 16):  # a second fit's batch gets its own; past the limit, eager
+        want = _run(_observe, *_batch(n=n))
+        for a, b in zip(_run(f, *_batch(n=n)), want, strict=True):
+            assert torch.equal(a, b)
+    assert f.shapes == {(64, 256), (32, 256)} and compile_calls == [_observe]
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ memory: about fifteen of them forward and as many backward, 3–4 ms each on two
 chain is one loop forward and one backward (docs/benchmarks.md, "A training step of the default model").
 
 :class:`Fused` wraps such a function: on CPU tensors of at least :data:`MIN_ENTRIES` entries, with gradients
-recorded (a training step), it calls the compiled version for one shape (the training batch's; other shapes
-run eagerly rather than recompiling, as do validation and sampling under ``no_grad``);
+recorded (a training step), it calls the version compiled for that shape (each fit's training batch, up to
+:data:`MAX_SHAPES` in a process; validation and sampling under ``no_grad`` run eagerly);
 the first compiled call is checked forward and backward, and if compiling fails (no C++ compiler, an
 unsupported platform) the function runs eagerly from then on, after one warning. ``CELLSYNTH_COMPILE=0``
 turns compiling off. The compiled and the eager chain compute the same arithmetic; their roundings may
@@ -25,6 +25,8 @@ import torch
 
 #: below this many entries the eager chain is as fast (and nothing is compiled: small data, the tests)
 MIN_ENTRIES = 1 << 20
+#: at most this many shapes are compiled (one per fit in a process: its training batch); others run eagerly
+MAX_SHAPES = 4
 
 
 def compiling_enabled() -> bool:
@@ -37,7 +39,7 @@ class Fused:
     def __init__(self, fn: Callable):
         self.fn = fn
         self.compiled: Callable | None = None
-        self.shape: tuple | None = None  # the one shape compiled for
+        self.shapes: set[tuple] = set()  # the shapes compiled for (each fit's training batch)
         self.failed = False
 
     def _wanted(self, first: torch.Tensor) -> bool:
@@ -45,17 +47,17 @@ class Fused:
             return False
         if not torch.is_grad_enabled():  # validation and sampling: other shapes, no backward to fuse
             return False
-        if self.shape is not None:
-            return tuple(first.shape) == self.shape
-        return compiling_enabled()
+        if tuple(first.shape) in self.shapes:
+            return True
+        return len(self.shapes) < MAX_SHAPES and compiling_enabled()
 
     def __call__(self, *args, **kwargs):
         if not self._wanted(args[0]):
             return self.fn(*args, **kwargs)
-        if self.compiled is None:
-            self.shape = tuple(args[0].shape)
+        shape = tuple(args[0].shape)
+        if shape not in self.shapes:  # compiled (again) for this shape, and checked
             try:
-                compiled = torch.compile(self.fn, dynamic=False)
+                compiled = self.compiled or torch.compile(self.fn, dynamic=False)
                 self._check(compiled, args, kwargs)
             except Exception as e:  # compiling is an optimisation: its failure must not stop training
                 self.failed = True
@@ -68,6 +70,7 @@ class Fused:
                 )
                 return self.fn(*args, **kwargs)
             self.compiled = compiled
+            self.shapes.add(shape)
         return self.compiled(*args, **kwargs)
 
     @staticmethod
