@@ -21,6 +21,7 @@ do not pay for it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -249,7 +250,7 @@ class CountObservation:
         if self.noise == "pln":
             if dispersion is None:
                 raise ValueError("count noise 'pln' needs a dispersion (cells × genes)")
-            rate = _FUSED["pln_rate"](rho, library, dispersion.float(), draws.randn_like(rho, gen))
+            rate = _fused("pln_rate")(rho, library, dispersion.float(), draws.randn_like(rho, gen))
         else:
             rate = rho * library[:, None]
         with torch.no_grad():
@@ -271,7 +272,7 @@ class CountObservation:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         rate, counts = self._rate_and_counts(x, library, gen, dispersion, expected)
         # given this draw's rate, exp(-rate) is the zero probability (for pln: an unbiased estimate)
-        return _FUSED["observe"](rate, counts, scale, library, poisson=self.noise in ("poisson", "pln"))
+        return _fused("observe")(rate, counts, scale, library, poisson=self.noise in ("poisson", "pln"))
 
 
 def _pln_rate(rho, library, dispersion, eps):
@@ -301,18 +302,9 @@ def _observe(rate, counts, scale, library, *, poisson: bool):
     return observed, p_zero
 
 
-def _fused():
+@cache
+def _fused(name: str):
+    """The fused chain ``name``, made at first use (importing this module does not import torch)."""
     from cellsynth.data.fused import Fused
 
-    return {"pln_rate": Fused(_pln_rate), "observe": Fused(_observe)}
-
-
-class _LazyFused(dict):
-    """The fused chains, made at first use (importing this module does not import torch)."""
-
-    def __missing__(self, key):
-        self.update(_fused())
-        return self[key]
-
-
-_FUSED = _LazyFused()
+    return Fused({"pln_rate": _pln_rate, "observe": _observe}[name])
