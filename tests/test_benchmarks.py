@@ -101,7 +101,7 @@ def test_throughput(scripts):
 
 def test_time_to_fidelity(scripts, tmp_path):
     params = ["--param", "val_every_steps=1", "--param", "val_metric=c2st"]
-    out = smoke(scripts, "time_to_fidelity.py", "--out", str(tmp_path), *params)
+    out = smoke(scripts, "time_to_fidelity.py", "--out", str(tmp_path), "--throughput-rounds", "2", *params)
     lines = out.strip().splitlines()
     record = json.loads(lines[-2])
     assert record["peer"]["model"] == "scvi" and record["peer"]["epochs"] == 3
@@ -111,6 +111,14 @@ def test_time_to_fidelity(scripts, tmp_path):
     result = result_values(out)
     assert set(result) == {"time_to_peer_ratio", "throughput_ratio"}
     assert result["throughput_ratio"] > 0 and math.isfinite(result["throughput_ratio"])
+    # the printed throughput is the alternated rounds' median, the order swapped between rounds
+    rounds = record["throughput_rounds"]
+    assert [r["peer_first"] for r in rounds] == [True, False]
+    assert all(
+        r["ratio"] == pytest.approx(r["ours_cells_per_s"] / r["peer_cells_per_s"], rel=0.01) for r in rounds
+    )
+    assert result["throughput_ratio"] == pytest.approx(sum(r["ratio"] for r in rounds) / 2, rel=0.01)
+    assert record["throughput_of_the_fits"] > 0
     trace = pd.read_csv(tmp_path / "trace.csv")
     ours = trace[trace["model"] == models.DEFAULT_MODEL]
     assert len(ours) >= 1 and ours["detection_auc"].between(0, 1).all()  # the monitor scored every validation

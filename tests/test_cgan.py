@@ -395,6 +395,55 @@ def test_c2st_validation_keeps_the_state_with_the_lowest_classifier_auc(counts_a
     assert m.fit_record["best_val"] == pytest.approx(min(r["val_c2st"] for r in validated))
 
 
+def test_c2st_train_validation_keeps_the_state_with_the_lowest_forest_auc_on_training_cells(counts_adata):
+    m = models.get("cgan", epochs=6, val_metric="c2st_train", **{**TINY, "val_every_steps": 2})
+    m.fit(counts_adata, label_key="cell_type", progress=False)
+    validated = [r for r in m.history if "val_c2st_train" in r]
+    assert len(validated) >= 2 and all("val_mmd" in r and "val_c2st" not in r for r in validated)
+    assert all(0.0 <= r["val_c2st_train"] <= 1.0 for r in validated)
+    assert m.fit_record["val_metric"] == "c2st_train"
+    assert m.fit_record["best_val"] == pytest.approx(min(r["val_c2st_train"] for r in validated))
+
+
+def test_c2st_train_compares_training_cells_only_in_their_most_variable_genes():
+    import numpy as np
+    import torch
+
+    from cellsynth.errors import TrainingError
+    from cellsynth.train.validation import C2ST_CELLS, C2ST_GENES, c2st_sides
+
+    n, genes, varied = 3000, C2ST_GENES + 200, 100
+    rng = np.random.default_rng(0)
+
+    def cells(m, shift=0.0):  # the first ``varied`` genes vary between cells, the rest only by counting noise
+        rate = np.full((m, genes), 2.0)
+        rate[:, :varied] = 2.0 * rng.gamma(1.0, 1.0, (m, 1)) + shift  # the same mean as the others
+        return np.log1p(rng.poisson(rate)).astype(np.float32)
+
+    class Data:
+        preprocessing = type("Preprocessing", (), {"representation": "counts"})
+        X = cells(n)
+
+        def dense_rows(self, rows):
+            return self.X[rows]
+
+    codes = torch.arange(n)[:, None] % 4
+    train_rows, val_rows = np.arange(0, n, 2), np.arange(1, n, 2)
+    test, (gen_codes, gen_rows) = c2st_sides("c2st_train", Data(), val_rows, train_rows, codes, rng, "cpu")
+    assert len(test.rows) == C2ST_CELLS and np.isin(test.rows, train_rows).all()
+    assert len(set(test.rows)) == C2ST_CELLS and (gen_rows == test.rows).all()
+    assert torch.equal(gen_codes, codes[test.rows])
+    assert len(test.genes) == C2ST_GENES and np.isin(np.arange(varied), test.genes).all()
+    same = test(torch.from_numpy(cells(C2ST_CELLS)), random_state=0)
+    shifted = test(torch.from_numpy(cells(C2ST_CELLS, shift=8.0)), random_state=0)
+    assert 0.4 < same < 0.6 and shifted > 0.9
+    held, none = c2st_sides("c2st", Data(), val_rows, train_rows, codes, rng, "cpu")
+    assert none is None and 0.0 <= held(torch.from_numpy(cells(100)), random_state=0) <= 1.0
+    assert c2st_sides("mmd", Data(), val_rows, train_rows, codes, rng, "cpu") == (None, None)
+    with pytest.raises(TrainingError, match="needs training cells"):
+        c2st_sides("c2st_train", Data(), val_rows, train_rows[:3], codes, rng, "cpu")
+
+
 def test_whitened_mmd_validation_keeps_the_state_with_the_lowest_whitened_mmd(counts_adata):
     m = models.get("cgan", epochs=6, val_metric="wmmd", **{**TINY, "val_every_steps": 2})
     m.fit(counts_adata, label_key="cell_type", progress=False)

@@ -150,7 +150,7 @@ def _match_genes(sides: dict[str, Any], settings: Mapping[str, Any]) -> pd.Index
     return common
 
 
-def _gene_rank(Xlog, representation: str) -> np.ndarray:
+def gene_rank(Xlog, representation: str) -> np.ndarray:
     """Gene indices, most variable first (scanpy's Seurat dispersion on log data; variance otherwise)."""
     import anndata as ad
     import scanpy as sc
@@ -242,7 +242,7 @@ def build_context(
     prepared = {side: _prepared(a, layer, side) for side, a in sides.items()}
     # HVGs on REAL, over the matched genes
     real_rep, _, real_log, _ = prepared["REAL"]
-    rank = _gene_rank(real_log[:, real.var_names.get_indexer(common)], real_rep)
+    rank = gene_rank(real_log[:, real.var_names.get_indexer(common)], real_rep)
     n_eval = min(len(common), int(s["max_genes"]))
     evaluated = np.sort(rank[:n_eval])  # evaluated genes, in REAL's order
     position = np.empty(len(common), dtype=np.int64)

@@ -211,7 +211,7 @@ PARAMS = ParamSpec(
             "val_metric",
             _S.val_metric,
             "str",
-            "validation score: mmd | wmmd (whitened PCs) | c2st (held-out forest AUC)",
+            "validation score: mmd | wmmd (whitened) | c2st (held-out forest) | c2st_train (training cells)",
             choices=VAL_METRICS,
         ),
         Param("validate_start", _S.validate_start, "bool", "score the starting state too (kept if best)"),

@@ -46,7 +46,7 @@ from .objectives import (
 )
 from .optim import set_requires_grad
 from .plan import TrainingPlan, TrainSettings
-from .validation import VAL_METRICS, c2st_auc, c2st_reference, forest_state, pca_mmds
+from .validation import VAL_METRICS, c2st_sides, forest_state, pca_mmds
 from .views import CellViews, View
 
 
@@ -169,13 +169,12 @@ class AdversarialPlan(TrainingPlan):
             ref_rows = rng.choice(self.val_rows, VAL_CELLS, replace=False) if big else self.val_rows
         ref_rows = np.sort(ref_rows)
         self.ref_pcs = (torch.from_numpy(data.dense_rows(ref_rows)).to(dev) - self.pca_mean) @ self.pca_basis
-        c2st = self.settings.val_metric == "c2st"
-        self.c2st_real = c2st_reference(data, self.val_rows, dev) if c2st else None
         ref_codes = self.codes_all[ref_rows].to(dev)
-        n_val_gen = max(len(ref_rows), 500)
-        val_pick = rng.integers(0, len(ref_rows), n_val_gen)
+        val_pick = rng.integers(0, len(ref_rows), max(len(ref_rows), 500))
         self.val_gen_codes = ref_codes[torch.from_numpy(val_pick).to(dev)]
         self.val_gen_rows = ref_rows[val_pick]
+        sides = (self.settings.val_metric, data, self.val_rows, self.train_rows, self.codes_all, rng, dev)
+        self.c2st, self.c2st_gen = c2st_sides(*sides)
 
     def _optimisers(self) -> None:
         s, fabric = self.settings, self.fabric
@@ -384,13 +383,13 @@ class AdversarialPlan(TrainingPlan):
 
     # ------------------------------------------------------------------ validation
     @torch.no_grad()
-    def validation_cells(self) -> torch.Tensor:
-        """Cells generated for the validation conditions, as the model outputs them (counts drawn)."""
+    def validation_cells(self, codes=None, rows=None) -> torch.Tensor:
+        """Cells generated for the validation conditions (or ``codes``, ``rows``'), counts drawn."""
         net = self.sampling_module()
         was = net.training
         net.eval()
-        w = one_hot_conditions(self.val_gen_codes, self.sizes)
-        z, w, rows = self.latent_fn(w, self.val_gen_rows, self.gen, self.device)
+        codes, rows = (self.val_gen_codes, self.val_gen_rows) if codes is None else (codes, rows)
+        z, w, rows = self.latent_fn(one_hot_conditions(codes, self.sizes), rows, self.gen, self.device)
         w = self.as_given(w)
         x, _ = self.observed(net(z, w)[0], rows, w, net=net)
         net.train(was)
@@ -403,9 +402,10 @@ class AdversarialPlan(TrainingPlan):
     def validation_scores(self) -> dict[str, float]:
         x = self.validation_cells()
         scores = pca_mmds((x - self.pca_mean) @ self.pca_basis, self.ref_pcs, self.pca_sd)
-        if self.c2st_real is not None:  # the classifier test of held-out cells against as many generated
+        if self.c2st is not None:  # a classifier test of real cells against generated ones
             state = forest_state(self.seed, self.step_count())
-            scores["val_c2st"] = c2st_auc(self.c2st_real, x[: len(self.c2st_real)], random_state=state)
+            fake = x if self.c2st_gen is None else self.validation_cells(*self.c2st_gen)
+            scores[self.val_key] = self.c2st(fake, random_state=state)
         return scores
 
     def progress_postfix(self, record: dict) -> dict[str, str]:
