@@ -382,7 +382,9 @@ def test_c2st_tells_shifted_cells_and_not_cells_of_the_same_distribution():
     shifted[:, :5] += 1.5  # five genes higher: visible in the union PCA
     assert 0.35 < c2st_auc(real, same) < 0.65
     assert c2st_auc(real, shifted) > 0.9
+    before = torch.get_rng_state()
     assert c2st_auc(real, shifted) == c2st_auc(real, shifted)  # no random draws outside the seed
+    assert torch.equal(torch.get_rng_state(), before)  # the global random state untouched
 
 
 def test_c2st_validation_keeps_the_state_with_the_lowest_classifier_auc(counts_adata):

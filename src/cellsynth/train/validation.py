@@ -40,13 +40,14 @@ def c2st_auc(
     always can."""
     from ..metrics.detection import classifier_auc
 
-    both = torch.cat([real, fake]).double()
+    both = torch.cat([real.cpu(), fake.cpu()]).double()
     both = both - both.mean(0)
     k = int(min(components, len(both) - 1, both.shape[1]))
     # principal coordinates by a randomised SVD (a tenth of an exact one's time at 2,000 × 2,000), its
-    # draws seeded by ``random_state`` in a forked RNG: torch's global random state is left as it was
+    # draws seeded by ``random_state`` in a forked CPU RNG (on the CPU: a 2,000-row SVD): torch's global
+    # random states, CUDA's included, are left as they were
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(random_state)
+        torch.default_generator.manual_seed(random_state)
         u, sv, _ = torch.svd_lowrank(both, q=min(k + 10, *both.shape), niter=4)
     pcs = (u[:, :k] * sv[:k]).float().cpu().numpy()
     n = len(real)
