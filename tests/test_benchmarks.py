@@ -69,13 +69,13 @@ def test_marginal_oracle(scripts):
     out = smoke(scripts, "marginal_oracle.py")
     lines = out.strip().splitlines()
     variants = {}
-    for line in lines[:3]:
+    for line in lines[:4]:
         variants.update(json.loads(line))
-    assert list(variants) == ["as_sampled", "mean_shift", "quantile_map"]
+    assert list(variants) == ["as_sampled", "mean_shift", "quantile_map", "mean_shift_population"]
     for metrics in variants.values():
         assert_finite(metrics, constant("KEYS", "marginal_oracle.py"))
     spreads = [
-        re.match(rf"PC\d+: sd test ({NUMBER}) train ({NUMBER}) synthetic ({NUMBER})", x) for x in lines[3:]
+        re.match(rf"PC\d+: sd test ({NUMBER}) train ({NUMBER}) synthetic ({NUMBER})", x) for x in lines[4:]
     ]
     assert len(spreads) == 12 and all(spreads)
     assert all(math.isfinite(float(v)) for m in spreads for v in m.groups())

@@ -131,6 +131,9 @@ def test_the_budget_is_shared_between_the_stages(counts_adata):
     assert m.fit_record["autoencoder"]["stopped_because"] in ("time budget", "early stopping")
     assert m.fit_record["autoencoder_seconds"] <= 0.3 * 6 + 2  # its share of the 6 s, and set-up
     assert m.history[-1]["seconds"] <= 6 + 4
+    # the calibration's seconds are reserved out of the adversarial stage's share, and it ran
+    record = m.fit_record["calibration"]
+    assert record["reserved_seconds"] > 0 and len(record["mean_abs_difference"]) == record["rounds"]
 
 
 def test_nbgan_refuses_what_it_cannot_fit(counts_adata):
@@ -300,3 +303,40 @@ def test_a_monitor_follows_the_start_in_the_autoencoders_stage_and_changes_nothi
     # monitor's thousands out
     assert m.fit_record["autoencoder_seconds"] < pause
     assert all(r["seconds"] < pause for r in m.history)
+
+
+def _type_mean_gap(model, adata) -> float:
+    """Mean absolute difference between each type's mean log-expression in ``model``'s cells and in
+    ``adata``'s, over types (weighted by cells) and genes."""
+    from cellsynth.data.preprocess import normalize_log1p
+
+    labels = adata.obs["cell_type"].astype(str)
+    request = labels.value_counts().to_dict()
+    syn = model.sample(per_type=request, seed=5)
+    real, fake = normalize_log1p(adata.X).toarray(), normalize_log1p(syn.X).toarray()
+    syn_labels = syn.obs["cell_type"].astype(str).to_numpy()
+    gaps = [
+        np.abs(real[labels.to_numpy() == t].mean(0) - fake[syn_labels == t].mean(0)).mean() * n
+        for t, n in request.items()
+    ]
+    return float(np.sum(gaps) / sum(request.values()))
+
+
+
+def test_calibration_undoes_a_bias_in_each_types_mean_expression(counts_adata, monkeypatch):
+    start_from = DecoderGenerator.start_from
+
+    def biased(self, *args, **kwargs):  # every other gene's log-rate an e-fold too high, in every type
+        start_from(self, *args, **kwargs)
+        with torch.no_grad():
+            self.vae.offset[:, ::2] += 1.0
+
+    monkeypatch.setattr(DecoderGenerator, "start_from", biased)
+    kw = {**TINY, "epochs": 1}
+    off = models.get("nbgan", **kw, calibrate=0).fit(counts_adata, label_key="cell_type", progress=False)
+    on = models.get("nbgan", **kw, calibrate=4).fit(counts_adata, label_key="cell_type", progress=False)
+    assert "calibration" not in off.fit_record
+    record = on.fit_record["calibration"]
+    assert record["rounds"] == 4 and len(record["mean_abs_difference"]) == 4
+    assert record["mean_abs_difference"][-1] < 0.5 * record["mean_abs_difference"][0]
+    assert _type_mean_gap(on, counts_adata) < 0.5 * _type_mean_gap(off, counts_adata)

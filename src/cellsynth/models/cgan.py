@@ -376,6 +376,10 @@ class CGAN(SyntheticCellModel):
             self.fit_record["rollbacks"] = result.rollbacks
         if not self.conditional:
             self.fit_record["labeller_accuracy"] = train_labeller(self.modules["classifier"], data, seed)
+        self._finish(plan, data, seed)
+
+    def _finish(self, plan: AdversarialPlan, data, seed: int) -> None:
+        """Called once the kept state is loaded and the fit recorded (nbgan: mean calibration)."""
 
     def _adversarial_plan(self, generator: nn.Module, **kwargs) -> AdversarialPlan:
         """The adversarial plan training ``generator`` against this model's critic and classifier, with

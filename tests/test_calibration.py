@@ -1,0 +1,64 @@
+"""Mean calibration: each type's mean log-expression of generated cells moved onto its training cells'."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from cellsynth.train.calibration import calibrate_means, type_moments
+
+N_TYPES, N_GENES = 3, 40
+SIZES = (300, 150, 5)  # the last type rare: its noisy means get a shrunk step
+
+
+def _world(seed: int = 0):
+    """Real cells: Poisson counts from per-type profiles; a generator whose log-rate offsets are off."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(N_TYPES), SIZES)
+    library = rng.integers(800, 4000, len(labels)).astype(np.float64)
+    truth = rng.normal(0.0, 1.5, (N_TYPES, N_GENES))
+    profile = np.exp(truth) / np.exp(truth).sum(1, keepdims=True)
+    counts = rng.poisson(profile[labels] * library[:, None])
+    x_real = torch.from_numpy(np.log1p(counts / library[:, None] * 1e4))
+    offset = torch.from_numpy(truth + rng.normal(0.0, 0.6, truth.shape))
+    gen = torch.Generator().manual_seed(seed)
+
+    def generate(rows: np.ndarray) -> torch.Tensor:
+        rate = torch.softmax(offset[labels[rows]], 1) * torch.from_numpy(library[rows])[:, None]
+        counts = torch.poisson(rate, generator=gen)
+        return torch.log1p(counts / torch.from_numpy(library[rows])[:, None] * 1e4)
+
+    def shift(delta: torch.Tensor) -> None:
+        offset.add_(delta.double())
+
+    return labels, x_real, truth, offset, generate, shift
+
+
+def _offset_error(offset: torch.Tensor, truth: np.ndarray) -> np.ndarray:
+    """Per type, the mean absolute error of the log-rates up to the softmax's free constant."""
+    d = offset.numpy() - truth
+    return np.abs(d - d.mean(1, keepdims=True)).mean(1)
+
+
+def test_calibration_moves_each_types_mean_log_expression_onto_the_training_cells():
+    labels, x_real, truth, offset, generate, shift = _world()
+    rows = np.arange(len(labels))
+    before = _offset_error(offset, truth)
+    trace = calibrate_means(shift, generate, lambda r: x_real[r], rows, labels, N_TYPES, N_GENES, rounds=6)
+    assert len(trace) == 6
+    assert trace[-1] < 0.3 * trace[0]  # the generated means approach the real ones round after round
+    after = _offset_error(offset, truth)
+    assert (after[:2] < 0.4 * before[:2]).all()  # the well-sampled types' log-rates found again
+    real = type_moments(lambda r: x_real[r], rows, labels, N_TYPES, N_GENES)[0]
+    np.testing.assert_allclose(real[0], x_real[labels == 0].mean(0).numpy())
+
+
+def test_a_rare_type_takes_a_shrunk_step_and_a_missing_type_none():
+    labels, x_real, _, offset, generate, shift = _world(1)
+    keep = labels != 1  # the middle type has no training cells here
+    rows, lab = np.flatnonzero(keep), labels[keep]
+    start = offset.clone()
+    calibrate_means(shift, generate, lambda r: x_real[r], rows, lab, N_TYPES, N_GENES, rounds=1)
+    moved = (offset - start).abs().mean(1).numpy()
+    assert moved[1] == 0.0
+    assert 0 < moved[2] < moved[0]  # 5 cells: a third of the step a 300-cell type takes
