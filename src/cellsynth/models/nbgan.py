@@ -39,12 +39,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data import draws
 from ..data.preprocess import TARGET_SUM
 from ..errors import InputError
 from ..nn.blocks import one_hot_conditions
 from ..params import Param, ParamSpec
-from ..train.calibration import CHUNK, calibrate_means, calibration_cells
+from ..train.calibration import calibrate_means, expected_seconds
 from ..train.device import resolve_device
 from .cgan import CGAN, PARAMS
 from .registry import register
@@ -65,6 +64,9 @@ AE_OPTIONS = tuple(
 #: (the decoder fed each type's Gaussian of codes, scored as the adversarial stage scores its states), or its
 #: own held-out NELBO (best at its first validation on every dataset here, long before the decoder is)
 AE_SELECTION = ("start", "nelbo")
+#: the most of a time budget reserved for the calibration (a short budget on a large dataset would
+#: otherwise leave the adversarial stage nothing); past the budget the calibration stops after a round
+RESERVE_SHARE = 0.1
 #: the key that marks a checkpoint written in the autoencoder's stage (its value: that stage's plan state)
 AE_STAGE = "autoencoder_stage"
 #: the cgan parameters that mean nothing here: the generator's input is normal noise of the latent's
@@ -349,24 +351,14 @@ class NBGAN(CGAN):
         return settings
 
     def _calibration_estimate(self, data, device) -> float:
-        """Seconds the calibration is expected to take on the CPU, reserved out of the adversarial stage's
-        budget: a timed forward and count draw of up to CHUNK cells from the started generator, scaled to
-        the calibration's cells and rounds (on a GPU it takes seconds: nothing is reserved)."""
-        rounds = int(self.params["calibrate"])
-        if not rounds or self.params["max_minutes"] is None or resolve_device(device) != "cpu":
+        """Seconds reserved for the calibration out of the adversarial stage's budget: on the CPU, the
+        expected seconds (:func:`~cellsynth.train.calibration.expected_seconds`), at most RESERVE_SHARE of
+        the budget (the rounds stop once it is spent); on a GPU it takes seconds: nothing."""
+        rounds, budget = int(self.params["calibrate"]), self.params["max_minutes"]
+        if not rounds or budget is None or resolve_device(device) != "cpu":
             return 0.0
-        net, rows = self.modules["generator"], np.arange(min(CHUNK, data.n_cells))
-        w = one_hot_conditions(torch.from_numpy(data.codes[rows]), [c.n for c in data.conditions])
-        library = torch.from_numpy(data.library[rows]).float()[:, None]
-        gen = torch.Generator().manual_seed(0)
-        with torch.no_grad():
-            started = time.perf_counter()
-            rho = net(self._noise_fn()(len(rows), gen, "cpu"), w, with_profile=True)[2]
-            draws.poisson(rho * library, gen)
-            per_cell = (time.perf_counter() - started) / len(rows)
-        # × 1.5: the probe leaves out the draw's log-normal factor, the normalisation and the sums (measured
-        # on immune_spectra: 8.6 s estimated without it, 12.4 s taken)
-        return 1.5 * rounds * calibration_cells(data.label.codes, data.label.n) * per_cell
+        expected = expected_seconds(self.modules["generator"], self._noise_fn(), data, rounds)
+        return min(expected, RESERVE_SHARE * 60.0 * float(budget))
 
     def _plan_monitor(self):
         inner = super()._plan_monitor()
@@ -422,13 +414,18 @@ class NBGAN(CGAN):
         rows = np.sort(plan.train_rows)
         was = net.training
         net.eval()
+        deadline = self._deadline
+
+        def spent() -> bool:  # at least one round, then none past the fit's budget
+            return deadline is not None and time.monotonic() > deadline
+
         trace = calibrate_means(
             net.shift_log_rate, generate, real, rows, plan.codes_all[rows, 0].numpy(), plan.sizes[0],
-            data.n_genes, rounds,
+            data.n_genes, rounds, stop=spent,
         )  # fmt: skip
         net.train(was)
         self.fit_record["calibration"] = {
-            "rounds": rounds,
+            "rounds": len(trace),
             "mean_abs_difference": [round(v, 5) for v in trace],
             "seconds": round(time.perf_counter() - started, 3),
             "reserved_seconds": round(self._calibration_reserve, 3),
