@@ -393,7 +393,6 @@ class NBGAN(CGAN):
             }
             self.fit_record["autoencoder_seconds"] = round(offset, 3)
 
-
     def _finish(self, plan, data, seed: int) -> None:
         """Mean calibration (:mod:`~cellsynth.train.calibration`) of the kept state, with the model's own
         sampling noise and count draw, at the training cells' conditions and library sizes."""
