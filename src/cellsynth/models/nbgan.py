@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from ..data.preprocess import TARGET_SUM
+from ..data.stats import moments_by_label
 from ..errors import InputError
 from ..nn.blocks import one_hot_conditions
 from ..params import Param, ParamSpec
@@ -407,9 +408,6 @@ class NBGAN(CGAN):
             w = plan.as_given(one_hot_conditions(plan.codes_all[rows].to(dev), plan.sizes))
             return plan.observed(net(noise(len(rows), gen, dev), w)[0], rows, w, net=net)[0]
 
-        def real(rows: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(data.dense_rows(rows))
-
         rows = np.sort(plan.train_rows)
         was = net.training
         net.eval()
@@ -419,8 +417,8 @@ class NBGAN(CGAN):
             return deadline is not None and time.monotonic() > deadline
 
         trace = calibrate_means(
-            net.shift_log_rate, generate, real, rows, plan.codes_all[rows, 0].numpy(), plan.sizes[0],
-            data.n_genes, rounds, stop=spent,
+            net.shift_log_rate, generate, moments_by_label(data, rows), rows, plan.codes_all[rows, 0].numpy(),
+            plan.sizes[0], data.n_genes, rounds, stop=spent,
         )  # fmt: skip
         net.train(was)
         self.fit_record["calibration"] = {

@@ -90,7 +90,7 @@ def expected_seconds(net, noise, data, rounds: int) -> float:
 def calibrate_means(
     shift: Callable[[torch.Tensor], None],
     generate: Callable[[np.ndarray], torch.Tensor],
-    real: Callable[[np.ndarray], torch.Tensor],
+    real: tuple[np.ndarray, np.ndarray],
     rows: np.ndarray,
     labels: np.ndarray,
     n_types: int,
@@ -105,13 +105,14 @@ def calibrate_means(
 
     ``shift(delta)`` adds ``delta`` (types × genes, float32) to the generator's per-type log-rate
     offsets; ``generate(rows)`` returns cells generated for those training rows' conditions and library
-    sizes, ``real(rows)`` the rows themselves, both in the training representation; ``rows`` are the
-    training rows and ``labels`` their types' codes. ``stop()`` true after a round ends the calibration
+    sizes in the training representation; ``real`` the training cells' types × genes means and variances
+    in it (:func:`~cellsynth.data.stats.moments_by_label`); ``rows`` are the training rows and ``labels``
+    their types' codes. ``stop()`` true after a round ends the calibration
     there (a time budget spent).
     """
     rows, labels = np.asarray(rows), np.asarray(labels, dtype=np.int64)
     n = np.bincount(labels, minlength=n_types)
-    m_real, v_real = type_moments(real, rows, labels, n_types, n_genes)
+    m_real, v_real = (np.asarray(a, dtype=np.float64) for a in real)
     # each type's rows repeated up to min_cells: the rows the generated cells take their conditions from
     gen_rows = [np.resize(rows[labels == c], max(n[c], min_cells)) for c in range(n_types) if n[c]]
     gen_labels = [np.full(len(r), c) for c, r in zip(np.flatnonzero(n), gen_rows, strict=True)]
