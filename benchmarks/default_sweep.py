@@ -43,7 +43,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from cgan_quality import load_dataset  # benchmarks/ is the script's directory
+import smoke  # benchmarks/ is the script's directory
+from cgan_quality import load_dataset
 
 from cellsynth._io import write_atomic
 from cellsynth.benchmark import run_benchmark
@@ -209,7 +210,7 @@ def main() -> None:
                 params = {m: {**params.get(m, {}), "epochs": 2} for m in args.models}
             frame = run_benchmark(
                 adata, label_key=label_key, out=folder, models=args.models, max_minutes=args.minutes, seeds=1,
-                params=params, reports="none",
+                params=params, reports="none", settings=smoke.EVALUATE if args.smoke else None,
             )  # fmt: skip
             table = _save(table, _rows(frame, dataset, variant, args.models, str(folder)), args.out)
             print(f"{dataset} / {variant}: {len(frame)} cells, in {args.out}", flush=True)

@@ -30,7 +30,8 @@ TINY += ["epochs=2", "val_every_steps=5"]
 PARAMS = [x for m in ("cgan", "garage") for p in TINY for x in ("--param", f"{m}.{p}")]
 PARAMS += ["--param", "garage.seed_method=random"]  # no graph attention network to train
 FAST = ["--setting", "n_jobs=1", "--setting", "detection_trees=10", "--setting", "per_type_trees=10"]
-FAST += ["--setting", "groundgan_trees=10"]
+FAST += ["--setting", "groundgan_trees=10", "--setting", "detection_folds=2", "--setting", "n_pcs=10"]
+FAST += ["--setting", "sliced_projections=20"]
 FAST += ["--family", "distribution", "--family", "detection", "--family", "privacy"]
 
 
