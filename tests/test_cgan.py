@@ -454,6 +454,7 @@ def test_whitened_mmd_validation_keeps_the_state_with_the_lowest_whitened_mmd(co
     assert m.fit_record["val_metric"] == "wmmd"
     assert m.fit_record["best_val"] == pytest.approx(min(r["val_wmmd"] for r in validated))
     assert [r["val_wmmd"] for r in validated] != [r["val_mmd"] for r in validated]
+    assert all(r["val_cmmd"] >= 0 for r in validated)  # the type-centred MMD recorded at every validation
 
 
 def test_the_whitened_mmd_sees_a_shift_that_the_plain_one_misses():
@@ -470,6 +471,29 @@ def test_the_whitened_mmd_sees_a_shift_that_the_plain_one_misses():
     before, after = pca_mmds(same, ref, sd), pca_mmds(shifted, ref, sd)
     assert after["val_wmmd"] - before["val_wmmd"] > 0.1
     assert abs(after["val_mmd"] - before["val_mmd"]) < 0.005
+
+
+def test_the_centred_mmd_forgives_shifted_type_means_and_not_a_wrong_spread():
+    import torch
+
+    from cellsynth.train.validation import centre_types, pca_mmds
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0, 0.0], [4.0, 0.0, 0.0], [0.0, 4.0, 0.0]])
+    labels = torch.arange(600) % 3
+    ref = centres[labels] + torch.randn(600, 3, generator=g)
+    fake = centres[labels] + torch.randn(600, 3, generator=g)
+    sd = torch.ones(3)
+    shifted = fake + torch.tensor([1.0, -1.0, 0.5])[labels, None]  # every type's mean off by up to 1 sd
+    wide = centres[labels] + 2.5 * torch.randn(600, 3, generator=g)  # the right means, too wide
+    same, moved, spread = (pca_mmds(x, ref, sd, (labels, centres)) for x in (fake, shifted, wide))
+    assert moved["val_mmd"] - same["val_mmd"] > 0.02  # the plain MMD sees the shifts...
+    assert abs(moved["val_cmmd"] - same["val_cmmd"]) < 0.005  # ...the centred one does not
+    assert spread["val_cmmd"] - same["val_cmmd"] > 0.02  # but it does see a wrong spread
+    # each type's mean is then exactly its target
+    centred = centre_types(shifted, labels, centres)
+    for c in range(3):
+        assert torch.allclose(centred[labels == c].mean(0), centres[c], atol=1e-5)
 
 
 def test_c2st_validation_without_held_out_cells_is_refused(counts_adata):

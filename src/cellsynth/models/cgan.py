@@ -211,7 +211,8 @@ PARAMS = ParamSpec(
             "val_metric",
             _S.val_metric,
             "str",
-            "validation score: mmd | wmmd (whitened) | c2st (held-out forest) | c2st_train (training cells)",
+            "validation score: mmd | wmmd (whitened) | cmmd (type means set) | c2st (held-out forest) | "
+            "c2st_train (training cells)",
             choices=VAL_METRICS,
         ),
         Param("validate_start", _S.validate_start, "bool", "score the starting state too (kept if best)"),

@@ -12,9 +12,8 @@ batch their generator gets (``latent_fn``: plain noise, or noise with seed cells
 
 Generated cells are judged as they will be output: counts are drawn from the generated profile at a
 real cell's library size and normalised again (:class:`~cellsynth.data.preprocess.CountObservation`).
-Validation: a multi-bandwidth MMD in a PCA space of the training cells, on held-out cells (the best EMA
-generator is kept); the loop, stopping, checkpoints, rollback: :class:`~cellsynth.train.plan.TrainingPlan`.
-"""
+Validation: :mod:`~cellsynth.train.validation` on held-out cells (the best EMA generator is kept); the
+loop, stopping, checkpoints, rollback: :class:`~cellsynth.train.plan.TrainingPlan`."""
 
 from __future__ import annotations
 
@@ -46,7 +45,7 @@ from .objectives import (
 )
 from .optim import set_requires_grad
 from .plan import TrainingPlan, TrainSettings
-from .validation import VAL_METRICS, c2st_sides, forest_state, pca_mmds
+from .validation import VAL_METRICS, c2st_sides, forest_state, pca_mmds, type_centring
 from .views import CellViews, View
 
 
@@ -173,6 +172,7 @@ class AdversarialPlan(TrainingPlan):
         val_pick = rng.integers(0, len(ref_rows), max(len(ref_rows), 500))
         self.val_gen_codes = ref_codes[torch.from_numpy(val_pick).to(dev)]
         self.val_gen_rows = ref_rows[val_pick]
+        self.centring = type_centring(self, data)
         sides = (self.settings.val_metric, data, self.val_rows, self.train_rows, self.codes_all, rng, dev)
         self.c2st, self.c2st_gen = c2st_sides(*sides)
 
@@ -401,7 +401,7 @@ class AdversarialPlan(TrainingPlan):
     @torch.no_grad()
     def validation_scores(self) -> dict[str, float]:
         x = self.validation_cells()
-        scores = pca_mmds((x - self.pca_mean) @ self.pca_basis, self.ref_pcs, self.pca_sd)
+        scores = pca_mmds((x - self.pca_mean) @ self.pca_basis, self.ref_pcs, self.pca_sd, self.centring)
         if self.c2st is not None:  # a classifier test of real cells against generated ones
             state = forest_state(self.seed, self.step_count())
             fake = x if self.c2st_gen is None else self.validation_cells(*self.c2st_gen)
