@@ -322,7 +322,6 @@ def _type_mean_gap(model, adata) -> float:
     return float(np.sum(gaps) / sum(request.values()))
 
 
-
 def test_calibration_undoes_a_bias_in_each_types_mean_expression(counts_adata, monkeypatch):
     start_from = DecoderGenerator.start_from
 
