@@ -473,7 +473,7 @@ def test_the_whitened_mmd_sees_a_shift_that_the_plain_one_misses():
     assert abs(after["val_mmd"] - before["val_mmd"]) < 0.005
 
 
-def test_the_centred_mmd_forgives_shifted_type_means_and_not_a_wrong_spread():
+def test_the_centred_mmd_forgives_what_calibration_mends_and_not_a_wrong_spread():
     import torch
 
     from cellsynth.train.validation import centre_types, pca_mmds
@@ -483,17 +483,26 @@ def test_the_centred_mmd_forgives_shifted_type_means_and_not_a_wrong_spread():
     labels = torch.arange(600) % 3
     ref = centres[labels] + torch.randn(600, 3, generator=g)
     fake = centres[labels] + torch.randn(600, 3, generator=g)
-    sd = torch.ones(3)
+    sd, var, many = torch.ones(3), torch.ones(3, 3), torch.full((3,), 1000.0)
     shifted = fake + torch.tensor([1.0, -1.0, 0.5])[labels, None]  # every type's mean off by up to 1 sd
     wide = centres[labels] + 2.5 * torch.randn(600, 3, generator=g)  # the right means, too wide
-    same, moved, spread = (pca_mmds(x, ref, sd, (labels, centres)) for x in (fake, shifted, wide))
+    same, moved, spread = (pca_mmds(x, ref, sd, (labels, centres, var, many)) for x in (fake, shifted, wide))
     assert moved["val_mmd"] - same["val_mmd"] > 0.02  # the plain MMD sees the shifts...
     assert abs(moved["val_cmmd"] - same["val_cmmd"]) < 0.005  # ...the centred one does not
     assert spread["val_cmmd"] - same["val_cmmd"] > 0.02  # but it does see a wrong spread
-    # each type's mean is then exactly its target
-    centred = centre_types(shifted, labels, centres)
+    # with many training cells a type's mean is moved onto its target...
+    centred = centre_types(shifted, labels, centres, var, many)
     for c in range(3):
-        assert torch.allclose(centred[labels == c].mean(0), centres[c], atol=1e-5)
+        assert torch.allclose(centred[labels == c].mean(0), centres[c], atol=0.02)
+    # ...a difference within the standard error of the mean of two cells of sd 2 is left alone, as
+    # calibration leaves it...
+    wider = torch.tensor([[1.0, 1.0, 1.0], [4.0, 4.0, 4.0], [1.0, 1.0, 1.0]])
+    few = centre_types(shifted, labels, centres, wider, torch.tensor([1000.0, 2.0, 1000.0]))
+    assert torch.allclose(few[labels == 1], shifted[labels == 1])
+    assert torch.allclose(few[labels == 0].mean(0), centres[0], atol=0.02)
+    # ...and a type without training cells is not moved
+    none = centre_types(shifted, labels, centres, var, torch.tensor([1000.0, 1000.0, 0.0]))
+    assert torch.equal(none[labels == 2], shifted[labels == 2])
 
 
 def test_c2st_validation_without_held_out_cells_is_refused(counts_adata):

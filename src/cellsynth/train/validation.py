@@ -18,8 +18,9 @@ from ..errors import TrainingError
 #: space the benchmark's detector sees): ten times the cells of a 10 % hold-out, so a score that separates
 #: states a few hundredths of AUC apart, at the price of judging the fit to the cells trained on (it
 #: followed the detector with ~850 training cells and was misled with a few hundred: docs/benchmarks.md).
-#: ``cmmd``, the MMD after each type's generated cells are moved so that their mean principal coordinates
-#: are the type's training cells' (the part of a state that mean calibration after training cannot mend).
+#: ``cmmd``, the MMD after each type's generated cells are moved towards the type's training cells' mean
+#: principal coordinates, by as much of the difference as is beyond its standard error (the part of a
+#: state that mean calibration after training cannot mend).
 #: The MMDs are recorded at every validation, a forest's AUC only when it selects.
 VAL_METRICS = ("mmd", "wmmd", "cmmd", "c2st", "c2st_train")
 #: the likelihood plan's scores: ``nelbo``, the held-out negative ELBO per cell; ``c2st`` as above, with
@@ -31,6 +32,7 @@ C2ST_TREES = 50
 C2ST_FOLDS = 3
 C2ST_GENES = 2000  # c2st_train: the training cells' most variable genes (the detector's HVG count)
 C2ST_TRAIN_COMPONENTS = 50  # c2st_train: principal components of those genes (the detector's)
+VAL_TYPE_CELLS = 5000  # cmmd: training cells (at most) whose per-type means and variances it moves towards
 
 
 @torch.no_grad()
@@ -64,9 +66,9 @@ def pca_mmds(
 ) -> dict[str, float]:
     """``val_mmd`` between generated cells' principal coordinates ``pcs`` and the held-out cells' ``ref``,
     and ``val_wmmd``, the same with each component divided by its standard deviation ``sd`` in the
-    training cells (a component of numerically nil variance left as it is); with ``centring = (labels,
-    type_pcs)`` (the generated cells' type codes; types × components training means) also ``val_cmmd``,
-    the MMD of the generated cells moved by :func:`centre_types`."""
+    training cells (a component of numerically nil variance left as it is); with ``centring`` (the
+    generated cells' type codes, then :func:`centre_types`' training side) also ``val_cmmd``, the MMD of
+    the generated cells moved by :func:`centre_types`."""
     from ..metrics.distribution import mmd_rbf
 
     scale = torch.where(sd > 1e-6 * sd.max(), 1.0 / sd.clamp_min(1e-30), torch.ones_like(sd)).to(pcs.dtype)
@@ -76,21 +78,48 @@ def pca_mmds(
     return scores
 
 
-def type_centring(plan, data) -> tuple[torch.Tensor, torch.Tensor]:
+def type_centring(plan, data, chunk: int = 1024) -> tuple[torch.Tensor, ...]:
     """``val_cmmd``'s ``centring`` for the cells an adversarial ``plan`` generates for validation: their type
-    codes, and the training cells' mean of each type (the training representation) in the plan's PCA."""
-    from ..data.stats import moments_by_label
+    codes, and the training cells' (at most ``VAL_TYPE_CELLS``, drawn with the plan's seed) mean and
+    variance of each type in the plan's PCA, with their number of cells."""
+    rows = plan.train_rows
+    if len(rows) > VAL_TYPE_CELLS:
+        # a generator of its own: the plan's random stream, and so every other draw, stays as it was
+        rows = np.sort(np.random.default_rng(plan.seed).choice(rows, VAL_TYPE_CELLS, replace=False))
+    labels = torch.from_numpy(data.label.codes[rows]).long()
+    pcs = torch.cat(
+        [
+            (torch.from_numpy(data.dense_rows(rows[i : i + chunk])).to(plan.pca_mean.device) - plan.pca_mean)
+            @ plan.pca_basis
+            for i in range(0, len(rows), chunk)
+        ]
+    ).double()
+    onehot = torch.nn.functional.one_hot(labels, data.label.n).double().to(pcs.device)
+    n = onehot.sum(0)
+    mean = (onehot.T @ pcs) / n.clamp_min(1)[:, None]
+    var = ((onehot.T @ pcs.square()) / n.clamp_min(1)[:, None] - mean.square()).clamp_min(0)
+    return plan.val_gen_codes[:, 0], mean.float(), var.float(), n.float()
 
-    type_means = torch.from_numpy(moments_by_label(data, plan.train_rows)[0]).to(plan.pca_mean.device)
-    return plan.val_gen_codes[:, 0], (type_means - plan.pca_mean) @ plan.pca_basis
 
-
-def centre_types(pcs: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """``pcs`` (cells × components) with each type's rows (``labels``, integer codes) moved by one vector so
-    that their mean is the type's row of ``targets`` (types × components)."""
-    onehot = torch.nn.functional.one_hot(labels.long(), len(targets)).to(pcs.dtype)
-    means = (onehot.T @ pcs) / onehot.sum(0).clamp_min(1)[:, None]
-    return pcs + (targets.to(pcs.dtype) - means)[labels.long()]
+def centre_types(
+    pcs: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor, var: torch.Tensor, n: torch.Tensor
+) -> torch.Tensor:
+    """``pcs`` (cells × components) with each type's rows (``labels``, integer codes) moved by one vector
+    towards the type's row of ``targets`` (types × components; the training cells' means, of variances
+    ``var`` over ``n`` cells), as mean calibration moves a type's generated means onto its training cells':
+    along each component only the part of the difference ``d`` beyond its standard error ``se`` (of both
+    sides' means) is moved, ``d · max(0, 1 − se² / d²)`` (positive-part James–Stein), so a type of few
+    cells, whose means calibration leaves where they are, is scored where it is. A type without training
+    cells is not moved."""
+    dtype, labels = pcs.dtype, labels.long()
+    onehot = torch.nn.functional.one_hot(labels, len(targets)).to(dtype)
+    n_gen = onehot.sum(0).clamp_min(1)[:, None]
+    means = (onehot.T @ pcs) / n_gen
+    var_gen = ((onehot.T @ pcs.square()) / n_gen - means.square()).clamp_min(0)
+    diff = targets.to(dtype) - means
+    se2 = var.to(dtype) / n.to(dtype).clamp_min(1)[:, None] + var_gen / n_gen
+    weight = (1 - se2 / diff.square().clamp_min(1e-12)).clamp(0, 1) * (n[:, None] > 0).to(dtype)
+    return pcs + (weight * diff)[labels]
 
 
 def forest_state(seed: int, step: int) -> int:
