@@ -185,7 +185,7 @@ def test_a_failing_model_is_recorded_and_the_others_complete(data_path, tmp_path
         (["--condition-key", "donor"], ["--condition-key", "donor"]),
         (["--param", "cgan.nosuch=1"], ["unknown parameter 'nosuch'", "cgan"]),
         (["--param", "nosuch.epochs=1"], ["unknown model 'nosuch'"]),
-        (["--param", "epochs=1"], ["MODEL.KEY=VALUE"]),
+        (["--param", "epochs=1"], ["MODEL.KEY=VALUE", "got epochs=", "(e.g. cgan.epochs)"]),
         (["--param", "garage.epochs=1"], ["garage is not among --models"]),
         (["--param", "cgan.max_minutes=1"], ["--max-minutes-per-model"]),
         (["--param", "cgan.epochs=0"], ["'epochs'", "cgan"]),

@@ -47,7 +47,10 @@ def parse_model_params(items: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     for name, value in items.items():
         model, dot, key = name.partition(".")
         if not dot or not model or not key:
-            raise InputError(f"--param expects MODEL.KEY=VALUE (e.g. cgan.epochs=50), got {name!r}")
+            raise InputError(
+                f"--param expects MODEL.KEY=VALUE (e.g. cgan.epochs=50), got {name}=...: name the model "
+                f"whose parameter it is (e.g. cgan.{key or model or name})"
+            )
         out.setdefault(model, {})[key] = value
     return out
 
