@@ -78,27 +78,25 @@ def pca_mmds(
     return scores
 
 
-def type_centring(plan, data, chunk: int = 1024) -> tuple[torch.Tensor, ...]:
+def type_centring(plan, data) -> tuple[torch.Tensor, ...]:
     """``val_cmmd``'s ``centring`` for the cells an adversarial ``plan`` generates for validation: their type
     codes, and the training cells' (at most ``VAL_TYPE_CELLS``, drawn with the plan's seed) mean and
     variance of each type in the plan's PCA, with their number of cells."""
+    from .calibration import type_moments
+
     rows = plan.train_rows
     if len(rows) > VAL_TYPE_CELLS:
         # a generator of its own: the plan's random stream, and so every other draw, stays as it was
-        rows = np.sort(np.random.default_rng(plan.seed).choice(rows, VAL_TYPE_CELLS, replace=False))
-    labels = torch.from_numpy(data.label.codes[rows]).long()
-    pcs = torch.cat(
-        [
-            (torch.from_numpy(data.dense_rows(rows[i : i + chunk])).to(plan.pca_mean.device) - plan.pca_mean)
-            @ plan.pca_basis
-            for i in range(0, len(rows), chunk)
-        ]
-    ).double()
-    onehot = torch.nn.functional.one_hot(labels, data.label.n).double().to(pcs.device)
-    n = onehot.sum(0)
-    mean = (onehot.T @ pcs) / n.clamp_min(1)[:, None]
-    var = ((onehot.T @ pcs.square()) / n.clamp_min(1)[:, None] - mean.square()).clamp_min(0)
-    return plan.val_gen_codes[:, 0], mean.float(), var.float(), n.float()
+        rows = np.random.default_rng(plan.seed).choice(rows, VAL_TYPE_CELLS, replace=False)
+    rows, dev = np.sort(rows), plan.pca_mean.device
+    labels = data.label.codes[rows].astype(np.int64)
+
+    def pcs(chunk: np.ndarray) -> torch.Tensor:
+        return (torch.from_numpy(data.dense_rows(chunk)).to(dev) - plan.pca_mean) @ plan.pca_basis
+
+    mean, var = type_moments(pcs, rows, labels, data.label.n, plan.pca_basis.shape[1])
+    n = np.bincount(labels, minlength=data.label.n)
+    return plan.val_gen_codes[:, 0], *(torch.from_numpy(a).float().to(dev) for a in (mean, var, n))
 
 
 def centre_types(
