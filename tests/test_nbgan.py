@@ -240,10 +240,11 @@ def test_ae_selection_start_keeps_the_autoencoder_state_whose_start_scores_best(
         i for i, snap in enumerate(snapshots) if all(torch.equal(starts[-1][k], snap[k]) for k in decoder)
     ]
     assert kept == [best]
-    # the score is the start's validation MMD: the adversarial stage's step-0 validation of the kept start
-    # scores the same cells, with other noise
+    # the score is the start's validation score (val_metric's, the type-centred MMD by default): the
+    # adversarial stage's step-0 validation of the kept start scores the same cells, with other noise
+    assert m.params["val_metric"] == "cmmd"
     step0 = next(r for r in m.history if r["stage"] == "gan" and r["g_step"] == 0)
-    assert step0["val_mmd"] == pytest.approx(vals[best], abs=0.02)
+    assert step0["val_cmmd"] == pytest.approx(vals[best], abs=0.02)
 
 
 def _clone(state: dict) -> dict:

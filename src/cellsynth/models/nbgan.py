@@ -186,9 +186,10 @@ class NBGAN(CGAN):
     _calibration_reserve = 0.0
     _ae_monitor_seconds = 0.0
     # the start (the decoder) is a candidate to keep: on pbmc68k's few hundred training cells adversarial
-    # steps made it more detectable (docs/benchmarks.md, "nbgan")
+    # steps made it more detectable; states are scored as the calibration will leave them (the type-centred
+    # MMD), since it moves each type's means after training (docs/benchmarks.md, "nbgan")
     param_spec = ParamSpec([p for p in PARAMS if p.name not in _UNUSED]).with_defaults(
-        z_dim=32, g_hidden=(256, 256), validate_start=True
+        z_dim=32, g_hidden=(256, 256), validate_start=True, val_metric="cmmd"
     ).extend(
         Param("ae_share", 0.3, "float", "share of max_minutes for the autoencoder (the rest: the GAN)",
               gt=0, lt=1),
