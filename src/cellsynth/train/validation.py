@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from ..errors import TrainingError
+from .calibration import type_moments
 
 #: validation scores (lower is better): ``mmd``, a multi-bandwidth MMD in a PCA space of the training
 #: cells; ``wmmd``, the same MMD with each principal component scaled to unit variance (a forest splits on
@@ -82,8 +83,6 @@ def type_centring(plan, data) -> tuple[torch.Tensor, ...]:
     """``val_cmmd``'s ``centring`` for the cells an adversarial ``plan`` generates for validation: their type
     codes, and the training cells' (at most ``VAL_TYPE_CELLS``, drawn with the plan's seed) mean and
     variance of each type in the plan's PCA, with their number of cells."""
-    from .calibration import type_moments
-
     rows = plan.train_rows
     if len(rows) > VAL_TYPE_CELLS:
         # a generator of its own: the plan's random stream, and so every other draw, stays as it was
