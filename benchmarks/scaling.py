@@ -178,7 +178,7 @@ def plot(path: Path, png: Path) -> None:
     for ax in axes:
         ax.axhline(0.5, color="grey", lw=0.8, ls=":")
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8)
+    axes[0].legend(fontsize=7, loc="upper center")
     fig.tight_layout()
     fig.savefig(png, dpi=120)
 

@@ -122,7 +122,12 @@ def test_time_to_fidelity(scripts, tmp_path):
     trace = pd.read_csv(tmp_path / "trace.csv")
     ours = trace[trace["model"] == models.DEFAULT_MODEL]
     assert len(ours) >= 1 and ours["detection_auc"].between(0, 1).all()  # the monitor scored every validation
-    assert set(ours["stage"]) == {"autoencoder", "gan"}  # nbgan: both stages monitored
+    assert set(ours["stage"]) == {"autoencoder", "gan", "final"}  # nbgan: both stages monitored
+    # the last point is the model as fitted (calibrated), after every monitored state
+    final = ours[ours["stage"] == "final"]
+    assert len(final) == 1 and final.index[0] == ours.index[-1]
+    assert final["detection_auc"].iloc[0] == pytest.approx(record["ours"]["kept_detection_auc"], abs=1e-4)
+    assert final["seconds"].iloc[0] >= ours["seconds"].iloc[:-1].max()
     # the ratio is the first monitored time at or below the peer's AUC, over the peer's time
     reached = ours.loc[ours["detection_auc"] <= record["peer"]["detection_auc"], "seconds"]
     expected = reached.min() / record["peer"]["seconds"] if len(reached) else math.inf

@@ -280,7 +280,8 @@ def test_a_monitor_follows_the_start_in_the_autoencoders_stage_and_changes_nothi
         clock["skipped"] += pause  # a slow monitor: its time is not the stage's training time
         return {"monitored_cells": out.n_obs}
 
-    params = {**TINY, "ae": {"epochs": 4, "val_every_steps": 5, "patience": 0}}
+    # a budget the monitor's clock overruns: the fit's deadlines, the calibration's too, move with it
+    params = {**TINY, "max_minutes": 10, "ae": {"epochs": 4, "val_every_steps": 5, "patience": 0}}
     m, pause = models.get("nbgan", **params), 1000.0
     # each call of the monitor takes a thousand seconds of the clock the fit reads (no real waiting)
     clock, monotonic = {"skipped": 0.0}, time.monotonic
@@ -304,6 +305,7 @@ def test_a_monitor_follows_the_start_in_the_autoencoders_stage_and_changes_nothi
     # monitor's thousands out
     assert m.fit_record["autoencoder_seconds"] < pause
     assert all(r["seconds"] < pause for r in m.history)
+    assert m.fit_record["calibration"]["rounds"] == unwatched.fit_record["calibration"]["rounds"] > 1
 
 
 def _type_mean_gap(model, adata) -> float:

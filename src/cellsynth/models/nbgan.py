@@ -412,7 +412,8 @@ class NBGAN(CGAN):
         rows = np.sort(plan.train_rows)
         was = net.training
         net.eval()
-        deadline = self._deadline
+        # the adversarial plan's deadline: the fit's, moved on by the time its monitor took
+        deadline = plan.deadline if plan.deadline is not None else self._deadline
 
         def spent() -> bool:  # at least one round, then none past the fit's budget
             return deadline is not None and time.monotonic() > deadline
