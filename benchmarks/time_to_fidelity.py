@@ -274,7 +274,7 @@ def plot(frame: pd.DataFrame, peer: dict | None, path: Path, dataset: str) -> No
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    final = frame["stage"].eq("final") if "stage" in frame else pd.Series(False, index=frame.index)
+    final = frame["stage"].eq("final")  # the trace always ends with the fitted model's point
     for name, part in frame[~final].groupby("model", sort=False):
         part = part.sort_values("seconds")
         line = ax.plot(part["seconds"], part["detection_auc"], marker="o", ms=3, label=name)[0]

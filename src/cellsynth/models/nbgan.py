@@ -413,7 +413,7 @@ class NBGAN(CGAN):
         was = net.training
         net.eval()
         # the adversarial plan's deadline: the fit's, moved on by the time its monitor took
-        deadline = plan.deadline if plan.deadline is not None else self._deadline
+        deadline = plan.deadline
 
         def spent() -> bool:  # at least one round, then none past the fit's budget
             return deadline is not None and time.monotonic() > deadline
