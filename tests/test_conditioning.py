@@ -326,3 +326,70 @@ def test_one_product_gives_every_networks_projection_of_a_batch():
     assert w.critic is not None and torch.equal(w.critic, x.float()) and genes_critic.critic_kwargs == {}
     torch.testing.assert_close(w.mmd, (x - mmd_mean) @ mmd_basis, rtol=1e-5, atol=1e-5)
     assert not genes_critic.classifier_projected
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_stored_views_of_real_cells_are_their_batch_views(sparse, monkeypatch):
+    """The real cells' views stored once (from their sparse rows when sparse) are what projecting each batch
+    gives; they are stored only when the networks see real cells through them alone, on wide batches."""
+    import scipy.sparse as sp
+
+    from cellsynth.nn.blocks import InputProjection, Projected
+    from cellsynth.train import views as views_module
+    from cellsynth.train.views import CellViews
+
+    g = torch.Generator().manual_seed(1)
+    genes, cells = 30, 50
+    critic = Projected(InputProjection(genes, 5), torch.nn.Identity())
+
+    def orthonormal(k: int) -> torch.Tensor:
+        return torch.linalg.qr(torch.randn(genes, k, generator=g))[0]
+
+    critic.projection.set(torch.rand(genes, generator=g), orthonormal(5))
+    mmd_mean, mmd_basis = torch.rand(genes, generator=g), orthonormal(3)
+    dense = np.log1p(np.random.default_rng(0).poisson(0.5, (cells, genes))).astype(np.float32)
+
+    class Data:  # the two things of a CellData that the views read
+        n_genes, n_cells = genes, cells
+
+        def rows(self, idx):
+            return sp.csr_matrix(dense[idx]) if sparse else dense[idx]
+
+    views = CellViews(critic, None, mmd_mean, mmd_basis)
+    table = views.of_stored(Data(), np.arange(cells), chunk=16)  # several chunks
+    rows = np.array([3, 7, 41, 49])
+    stored, batch = views.split(table[rows]), views(torch.from_numpy(dense[rows]))
+    torch.testing.assert_close(stored.critic, batch.critic, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(stored.mmd, batch.mmd, rtol=1e-5, atol=1e-5)
+
+    assert views.stored(Data(), batch_size=8) is None  # 8 × 30 entries: projected batch by batch
+    monkeypatch.setattr(views_module, "STORED_MIN_ENTRIES", 8 * genes)
+    torch.testing.assert_close(views.stored(Data(), batch_size=8), table)
+    # a classifier behind its own projection needs the cells themselves: nothing stored
+    other = Projected(InputProjection(genes, 5), torch.nn.Identity())
+    other.projection.set(torch.zeros(genes), orthonormal(5))
+    assert CellViews(critic, other, mmd_mean, mmd_basis).stored(Data(), batch_size=8) is None
+    assert CellViews(torch.nn.Identity(), None, mmd_mean, mmd_basis).stored(Data(), batch_size=8) is None
+
+
+def test_a_cgan_trains_on_the_stored_views_of_its_real_cells(monkeypatch):
+    from cellsynth import models
+    from cellsynth.data.datasets import simulate
+    from cellsynth.train import views as views_module
+    from cellsynth.train.adversarial import AdversarialPlan
+
+    monkeypatch.setattr(views_module, "STORED_MIN_ENTRIES", 1)
+    seen = []
+    step = AdversarialPlan.batch_step
+
+    def recording(self, x_real, codes, rows, real_view=None):
+        seen.append((x_real is None, real_view is not None))
+        return step(self, x_real, codes, rows, real_view)
+
+    monkeypatch.setattr(AdversarialPlan, "batch_step", recording)
+    adata = simulate({"a": 60, "b": 40}, n_genes=40, seed=3)
+    model = models.get("cgan", epochs=2, g_hidden=(16,), d_hidden=(16,), c_hidden=(16,), z_dim=4)
+    model.fit(adata, label_key="cell_type", progress=False)
+    assert seen and all(a and b for a, b in seen)  # no real batch densified or projected in a step
+    assert all(np.isfinite(r["d_loss"]) and np.isfinite(r["g_loss"]) for r in model.history)
+    assert model.sample(n=20, seed=0).n_obs == 20

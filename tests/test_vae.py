@@ -11,10 +11,11 @@ import torch
 import cellsynth.models.vae  # noqa: F401  (registers vae and nbvae)
 from cellsynth import models
 from cellsynth.data.celldata import CellData
+from cellsynth.data.preprocess import CountEntries, nonzero_counts
 from cellsynth.errors import InputError, TrainingError
-from cellsynth.models.nbvae import draw_nb, nb_log_prob, zinb_log_prob
+from cellsynth.models.nbvae import count_nll, draw_nb
 from cellsynth.train.checkpoint import read_training_state
-from cellsynth.train.likelihood import LikelihoodPlan, LikelihoodSettings, recover_counts
+from cellsynth.train.likelihood import LikelihoodPlan, LikelihoodSettings
 from tests.conftest import assert_integer, assert_labelled_counts, sigterm_at_step
 
 SMALL = dict(z_dim=8, hidden=(64, 64), val_every_steps=5)
@@ -153,7 +154,7 @@ def test_the_validation_twins_are_count_draws_at_the_held_out_cells_library_size
     b = plan.c2st_batch
     x = net.draw_cells(b["weights"], b["library"], b["scale"], torch.Generator().manual_seed(0),
                        np.random.default_rng(0))  # fmt: skip
-    counts = recover_counts(x, b["scale"])
+    counts = torch.round(torch.expm1(x.double()) / b["scale"].double()[:, None])
     assert torch.allclose(torch.expm1(x.double()) / b["scale"].double()[:, None], counts.double(), atol=1e-3)
     # negative binomial draws around library × profile: totals follow the held-out cells' library sizes
     ratio = counts.sum(1) / b["library"]
@@ -218,27 +219,42 @@ def test_invalid_parameters_are_refused():
         models.get("vae", z_dim=0)
 
 
-def test_counts_are_recovered_exactly_from_the_training_values(counts_adata):
+@pytest.mark.parametrize("sparse", [True, False])
+def test_counts_are_recovered_exactly_from_the_training_values(counts_adata, sparse):
     data = CellData.from_anndata(counts_adata, label_key="cell_type")
     raw = counts_adata.X[:, data.preprocessing.train_genes].toarray()
-    x = torch.from_numpy(data.dense_rows(np.arange(data.n_cells)))
+    rows = np.arange(data.n_cells)
+    stored = data.rows(rows) if sparse else data.dense_rows(rows)
+    assert sp.issparse(stored) == sparse
+    x = torch.from_numpy(data.dense_rows(rows))
     exact = torch.expm1(x.double()) / torch.from_numpy(data.scale).double()[:, None]
     assert float((exact - torch.from_numpy(raw).double()).abs().max()) < 0.01
-    np.testing.assert_array_equal(recover_counts(x, torch.from_numpy(data.scale)).numpy(), raw)
+    got = nonzero_counts(stored, data.scale, "cpu")
+    assert bool((got.value != 0).all()) and len(got.value) == np.count_nonzero(raw)
+    dense = np.zeros_like(raw)
+    dense[got.row.numpy(), got.col.numpy()] = got.value.numpy()
+    np.testing.assert_array_equal(dense, raw)
 
 
 def test_nb_and_zinb_log_likelihoods_match_their_definitions():
     from scipy import stats
 
-    x = torch.tensor([0.0, 1.0, 3.0, 20.0, 0.0, 7.0], dtype=torch.float64)
-    mu = torch.tensor([0.5, 2.0, 3.0, 15.0, 4.0, 0.7], dtype=torch.float64)
-    theta = torch.tensor([0.3, 1.0, 5.0, 2.0, 100.0, 0.05], dtype=torch.float64)
-    expected = stats.nbinom.logpmf(x.numpy(), theta.numpy(), (theta / (theta + mu)).numpy())
-    np.testing.assert_allclose(nb_log_prob(x, mu, theta).numpy(), expected, rtol=1e-6)
-    logits = torch.tensor([-1.0, 0.5, 2.0, -3.0, 0.0, 1.0], dtype=torch.float64)
+    # two cells × four genes, zeros among them: the per-cell sums of each entry's log-probability
+    x = np.array([[0.0, 1.0, 3.0, 0.0], [20.0, 0.0, 7.0, 0.0]])
+    mu = torch.tensor([[0.5, 2.0, 3.0, 0.1], [15.0, 4.0, 0.7, 9.0]], dtype=torch.float64)
+    theta = torch.tensor([[0.3, 1.0, 5.0, 2.0], [2.0, 100.0, 0.05, 0.4]], dtype=torch.float64)
+    row, col = np.nonzero(x)
+    counts = CountEntries(torch.from_numpy(row), torch.from_numpy(col), torch.from_numpy(x[row, col]))
+    nb = stats.nbinom.logpmf(x, theta.numpy(), (theta / (theta + mu)).numpy())
+    np.testing.assert_allclose(count_nll(counts, mu, theta).numpy(), -nb.sum(1), rtol=1e-6)
+    logits = torch.tensor([[-1.0, 0.5, 2.0, -3.0], [0.0, 1.0, -0.5, 3.0]], dtype=torch.float64)
     pi = torch.sigmoid(logits).numpy()
-    zinb = np.where(x.numpy() == 0, np.log(pi + (1 - pi) * np.exp(expected)), np.log(1 - pi) + expected)
-    np.testing.assert_allclose(zinb_log_prob(x, mu, theta, logits).numpy(), zinb, rtol=1e-6)
+    zinb = np.where(x == 0, np.log(pi + (1 - pi) * np.exp(nb)), np.log(1 - pi) + nb)
+    np.testing.assert_allclose(count_nll(counts, mu, theta, logits).numpy(), -zinb.sum(1), rtol=1e-6)
+    # gradients reach every entry's mean: the zeros' through the dense term
+    mu.requires_grad_(True)
+    count_nll(counts, mu, theta).sum().backward()
+    assert bool((mu.grad != 0).all())
 
 
 def test_nb_sampler_has_the_negative_binomial_mean_and_variance():

@@ -232,10 +232,13 @@ class CellData:
         """cells × conditions matrix of integer codes (label first)."""
         return np.stack([c.codes for c in self.conditions], axis=1)
 
+    def rows(self, idx: np.ndarray):
+        """Rows ``idx`` as stored: a scipy CSR matrix for sparse data, else a float32 array."""
+        return self.X[idx]
+
     def dense_rows(self, idx: np.ndarray) -> np.ndarray:
         """Rows ``idx`` as a dense float32 array (only minibatches are ever densified)."""
-        rows = self.X[idx]
-        return rows.toarray() if sp.issparse(rows) else np.asarray(rows)
+        return densify(self.rows(idx))
 
     def pca(
         self, n_comps: int, seed: int = 0, max_cells: int = PCA_CELLS
@@ -340,6 +343,11 @@ def _library_records(X, train_genes: np.ndarray, label: Condition):
             v = np.quantile(v, np.linspace(0, 1, _MAX_LIBSIZES))
         library_sizes[name] = [float(x) for x in v]
     return sel_totals.astype(np.float32), library_sizes
+
+
+def densify(rows) -> np.ndarray:
+    """Rows from :meth:`CellData.rows` as a dense array."""
+    return rows.toarray() if sp.issparse(rows) else np.asarray(rows)
 
 
 def _as_float32(X):

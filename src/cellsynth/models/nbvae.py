@@ -15,45 +15,43 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ..data.preprocess import CountEntries
+
 _EPS = 1e-8
 # θ is kept in a range where the gamma–Poisson draw is exact in float64 and the log-likelihood stable
 LOG_THETA_RANGE = (-9.0, 14.0)
 
 
-def _gamma_terms(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """``lgamma(x + θ) − lgamma(θ) − lgamma(x + 1)``, element-wise. It is 0 where ``x`` is 0, most entries
-    of count data, so the log-gammas (and their digammas in the backward pass) are evaluated only where
-    ``x`` is not."""
-    x, theta = torch.broadcast_tensors(x, theta)
-    where = x != 0
-    xs, ts = x[where], theta[where]
-    terms = torch.lgamma(xs + ts) - torch.lgamma(ts) - torch.lgamma(xs + 1)
-    return torch.zeros_like(theta, dtype=terms.dtype).masked_scatter(where, terms)
-
-
-def nb_log_prob(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Element-wise log NB(x; mean ``mu``, inverse dispersion ``theta``)."""
-    log_theta_mu = torch.log(theta + mu + _EPS)
-    return (
-        theta * (torch.log(theta + _EPS) - log_theta_mu)
-        + x * (torch.log(mu + _EPS) - log_theta_mu)
-        + _gamma_terms(x, theta)
-    )
-
-
-def zinb_log_prob(
-    x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, zi_logits: torch.Tensor
+def count_nll(
+    counts: CountEntries, mu: torch.Tensor, theta: torch.Tensor, zi_logits: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Element-wise log ZINB(x; ``mu``, ``theta``, dropout ``sigmoid(zi_logits)``), in a stable form:
-    ``log π = -softplus(-l)`` and ``log(1 - π) = -softplus(l)`` (scVI's formulation)."""
-    softplus_neg = F.softplus(-zi_logits)  # -log π; and -log π - l = -log(1 - π)
+    """Per-cell negative log-likelihood of ``counts`` under NB(``mu``, ``theta``) (cells × genes),
+    zero-inflated with dropout probability ``sigmoid(zi_logits)`` when given (scVI's stable form of the ZINB).
+
+    Most entries of count data are zero, so every entry's zero-count term is evaluated densely and only the
+    non-zero counts add theirs: ``log p(x) = Σ_genes log p(0) + Σ_{x≠0} [log p(x) − log p(0)]``, where
+    ``log NB(x) − log NB(0) = x log(μ/(θ+μ)) + lgamma(x+θ) − lgamma(θ) − lgamma(x+1)`` and, zero-inflated,
+    ``log p(x) − log p(0) = log NB(x) − log NB(0) + log sigmoid(−l + log NB(0))``.
+    """
     log_theta_mu = torch.log(theta + mu + _EPS)
-    pi_theta_log = -zi_logits + theta * (torch.log(theta + _EPS) - log_theta_mu)
-    zero = F.softplus(pi_theta_log) - softplus_neg
-    nonzero = (
-        -softplus_neg + pi_theta_log + x * (torch.log(mu + _EPS) - log_theta_mu) + _gamma_terms(x, theta)
+    zero = theta * (torch.log(theta + _EPS) - log_theta_mu)  # log NB(0)
+    at = counts.row * mu.shape[1] + counts.col
+
+    def pick(t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(-1)[at]
+
+    x, t = counts.value.to(mu.dtype), pick(theta)
+    extra = (
+        x * (torch.log(pick(mu) + _EPS) - pick(log_theta_mu))
+        + torch.lgamma(x + t)
+        - torch.lgamma(t)
+        - torch.lgamma(x + 1)
     )
-    return torch.where(x < 0.5, zero, nonzero)
+    if zi_logits is not None:
+        pi_theta_log = -zi_logits + zero  # log(π/(1-π)) + log NB(0), per entry
+        zero = F.softplus(pi_theta_log) - F.softplus(-zi_logits)  # log(π + (1-π) NB(0))
+        extra = extra + F.logsigmoid(pick(pi_theta_log))
+    return -zero.sum(1).index_add(0, counts.row, extra)
 
 
 def draw_nb(

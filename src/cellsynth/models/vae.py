@@ -36,7 +36,7 @@ from ..train.likelihood import LikelihoodPlan, LikelihoodSettings
 from ..train.optim import KEEP, LR_SCHEDULES
 from ..train.validation import LIKELIHOOD_VAL_METRICS
 from .model import SyntheticCellModel
-from .nbvae import LOG_THETA_RANGE, draw_nb, nb_log_prob, zinb_log_prob
+from .nbvae import LOG_THETA_RANGE, count_nll, draw_nb
 from .registry import register
 
 _LOG_2PI = float(np.log(2 * np.pi))
@@ -163,9 +163,8 @@ class NBVAENet(ConditionalVAENet):
         counts = batch["counts"]
         mu = batch["library"][:, None] * torch.softmax(self.head_output(self.profile, h, batch["weights"]), 1)
         theta = self.theta(batch["weights"])
-        if self.dropout_logits is None:
-            return -nb_log_prob(counts, mu, theta).sum(1)
-        return -zinb_log_prob(counts, mu, theta, self.dropout_logits(h).float()).sum(1)
+        zi_logits = None if self.dropout_logits is None else self.dropout_logits(h).float()
+        return count_nll(counts, mu, theta, zi_logits)
 
     @torch.no_grad()
     def draw_cells(self, weights, library, scale, gen, rng):

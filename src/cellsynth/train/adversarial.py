@@ -157,6 +157,7 @@ class AdversarialPlan(TrainingPlan):
         # networks behind a fixed orthonormal projection (a PCA) are fed each batch projected once (with the
         # MMD's components); R1 is then taken in that space, equal to the gene space's (‖g Bᵀ‖ = ‖g‖)
         self.views = CellViews(self.discriminator, self.classifier, self.pca_mean, self.pca_basis)
+        self.real_views = self.views.stored(data, s.batch_size)  # every cell's views, or None
 
     def _validation_set(self, data) -> None:
         """Held-out cells in the validation PCA space, and the conditions of the cells generated for them."""
@@ -255,19 +256,22 @@ class AdversarialPlan(TrainingPlan):
 
     # ------------------------------------------------------------------ one step
     def training_step(self, rows: np.ndarray) -> dict[str, float]:
+        codes = self.codes_all[rows].to(self.device)
+        if self.real_views is not None:
+            return self.batch_step(None, codes, rows, self.views.split(self.real_views[rows]))
         x_real = torch.from_numpy(self.data.dense_rows(rows)).to(self.device, non_blocking=True)
-        return self.batch_step(x_real, self.codes_all[rows].to(self.device), rows)
+        return self.batch_step(x_real, codes, rows)
 
-    def batch_step(self, x_real: torch.Tensor, codes: torch.Tensor, rows: np.ndarray) -> dict[str, float]:
-        """One step on the dense real cells ``x_real`` with condition ``codes`` (cells × keys); ``rows``
-        are their training rows (the count draw uses their library sizes)."""
+    def batch_step(self, x_real, codes: torch.Tensor, rows: np.ndarray, real_view: View | None = None):
+        """One step on dense real cells ``x_real`` (or None and their stored ``real_view``) of conditions
+        ``codes`` (cells × keys) and training ``rows`` (the count draw uses their library sizes)."""
         s, w_real, partners = self.settings, one_hot_conditions(codes, self.sizes), self.packing(codes)
         self.d_count += 1
         after = self.d_count - s.critic_warmup
         g_turn = after > 0 and after % self.loss.d_steps == 0
         # both networks' steps on one generated batch when each takes one (DCGAN's order)
         shared = self.fake_batch(w_real, rows) if g_turn and s.shared_fakes and s.g_steps == 1 else None
-        real = (x_real, self.views(x_real, mmd=g_turn))  # projected once for both networks' steps
+        real = (x_real, real_view or self.views(x_real, mmd=g_turn))  # projected once for both steps
         out = self.critic_step(real, codes, w_real, rows, partners, shared)
         if g_turn:
             out.update(self.generator_steps(real, w_real, rows, partners, shared))
@@ -386,8 +390,7 @@ class AdversarialPlan(TrainingPlan):
     def validation_cells(self, codes=None, rows=None) -> torch.Tensor:
         """Cells generated for the validation conditions (or ``codes``, ``rows``'), counts drawn."""
         net = self.sampling_module()
-        was = net.training
-        net.eval()
+        was, _ = net.training, net.eval()
         codes, rows = (self.val_gen_codes, self.val_gen_rows) if codes is None else (codes, rows)
         z, w, rows = self.latent_fn(one_hot_conditions(codes, self.sizes), rows, self.gen, self.device)
         w = self.as_given(w)
@@ -422,10 +425,9 @@ class AdversarialPlan(TrainingPlan):
             "opt_d": self.opt_d.state_dict(),
             "counters": {"g_step": self.g_step, "d_count": self.d_count},
         }
-        if self.classifier is not None:
-            parts["classifier"] = self.classifier.state_dict()
-        if self.ema is not None:
-            parts["ema"] = self.ema.state_dict()
+        for key, module in (("classifier", self.classifier), ("ema", self.ema)):
+            if module is not None:
+                parts[key] = module.state_dict()
         if self.moments is not None:
             parts["moments"] = {"running": self.moments.running, "seen": self.moments.seen}
         if self.loss.state_dict():
@@ -435,16 +437,14 @@ class AdversarialPlan(TrainingPlan):
     def load_state_parts(self, parts: dict) -> None:
         self.generator.load_state_dict(parts["generator"])
         self.discriminator.load_state_dict(parts["discriminator"])
-        if self.classifier is not None:
-            self.classifier.load_state_dict(parts["classifier"])
         self.opt_g.load_state_dict(parts["opt_g"])
         self.opt_d.load_state_dict(parts["opt_d"])
-        if self.ema is not None:
-            self.ema.load_state_dict(parts["ema"])
+        for key, module in (("classifier", self.classifier), ("ema", self.ema)):
+            if module is not None:
+                module.load_state_dict(parts[key])
         if self.moments is not None:
             self.moments.running.copy_(parts["moments"]["running"])
             self.moments.seen.copy_(parts["moments"]["seen"])
         if "loss" in parts:
             self.loss.load_state_dict(parts["loss"])
-        self.g_step = int(parts["counters"]["g_step"])
-        self.d_count = int(parts["counters"]["d_count"])
+        self.g_step, self.d_count = (int(parts["counters"][k]) for k in ("g_step", "d_count"))

@@ -9,7 +9,8 @@ the prior pulls the posterior in).
 
 A batch (:meth:`LikelihoodPlan.batch`) holds the training values ``x`` (cells × genes, the training
 representation), the condition ``weights`` (one matrix per condition key, one-hot) and, for count
-input, the cells' raw ``counts`` (recovered exactly from ``x``: :func:`recover_counts`) and their
+input, the cells' raw ``counts`` at their non-zero entries (recovered exactly from the stored values:
+:func:`~cellsynth.data.preprocess.nonzero_counts`) and their
 observed ``library`` size over the training genes.
 
 Validation is the negative ELBO per held-out cell (KL weight 1, one posterior draw from a fixed noise
@@ -30,6 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.celldata import densify
+from ..data.preprocess import nonzero_counts
 from ..nn.blocks import one_hot_conditions
 from .plan import TrainingPlan, TrainSettings
 from .validation import C2ST_CELLS, c2st_auc, c2st_reference, forest_state
@@ -47,16 +50,6 @@ class LikelihoodSettings(TrainSettings):
     kl_weight: float = 1.0
     kl_warmup_steps: int = 0  # the KL weight rises linearly from 0 to kl_weight over these steps
     val_metric: str = "nelbo"  # nelbo | c2st: the score that selects the kept state and stops early
-
-
-def recover_counts(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """The raw counts behind log-normalised values: ``rint(expm1(x) / scale)`` per cell (float32).
-
-    ``x`` (cells × genes) is ``log1p(counts · scale)`` with each cell's normalisation factor ``scale``
-    (:attr:`CellData.scale <cellsynth.data.CellData>`); computed in float64, the error before rounding
-    is far below 0.5 for any realistic count.
-    """
-    return torch.round(torch.expm1(x.double()) / scale.double()[:, None]).float()
 
 
 class LikelihoodPlan(TrainingPlan):
@@ -136,12 +129,13 @@ class LikelihoodPlan(TrainingPlan):
     def batch(self, rows: np.ndarray) -> dict:
         """The training cells ``rows`` as the module's input (see the module docstring)."""
         dev = self.device
-        x = torch.from_numpy(self.data.dense_rows(rows)).to(dev, non_blocking=True)
+        stored = self.data.rows(rows)
+        x = torch.from_numpy(densify(stored)).to(dev, non_blocking=True)
         out = {"x": x, "weights": one_hot_conditions(self.codes_all[rows].to(dev), self.sizes)}
         if self.library_all is not None:
             out["library"] = self.library_all[rows].to(dev)
             out["scale"] = self.scale_all[rows].to(dev)
-            out["counts"] = recover_counts(x, out["scale"])
+            out["counts"] = nonzero_counts(stored, self.data.scale[rows], dev)
         return out
 
     def training_step(self, rows: np.ndarray) -> dict[str, float]:
