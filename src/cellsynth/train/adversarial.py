@@ -232,9 +232,8 @@ class AdversarialPlan(TrainingPlan):
 
     def fake_conditions(self, w_real: list[torch.Tensor]) -> list[torch.Tensor]:
         """The real batch's conditions, with a fraction of labels mixed with another cell's label."""
-        if self.prior is not None:  # unconditional: no label to mix
-            return w_real
-        return mix_labels(w_real, self.settings.mix_prob, self.gen)
+        # unconditional: no label to mix
+        return w_real if self.prior is not None else mix_labels(w_real, self.settings.mix_prob, self.gen)
 
     def packing(self, codes: torch.Tensor) -> list[torch.Tensor]:
         """The critic's partners for a batch (PacGAN): each cell beside ``pack - 1`` cells of its type."""
@@ -390,7 +389,8 @@ class AdversarialPlan(TrainingPlan):
     def validation_cells(self, codes=None, rows=None) -> torch.Tensor:
         """Cells generated for the validation conditions (or ``codes``, ``rows``'), counts drawn."""
         net = self.sampling_module()
-        was, _ = net.training, net.eval()
+        was = net.training
+        net.eval()
         codes, rows = (self.val_gen_codes, self.val_gen_rows) if codes is None else (codes, rows)
         z, w, rows = self.latent_fn(one_hot_conditions(codes, self.sizes), rows, self.gen, self.device)
         w = self.as_given(w)
