@@ -10,6 +10,7 @@ import torch
 from cellsynth.data import fused
 from cellsynth.data.fused import Fused
 from cellsynth.data.preprocess import _observe
+from cellsynth.models.nbvae import _profile_values, _scaled_profile, _zero_term
 
 
 def _batch(seed=0, n=64, g=256):
@@ -37,6 +38,40 @@ def test_the_compiled_chain_computes_what_the_eager_one_does(monkeypatch):
     # another batch of the same shape reuses it
     torch.testing.assert_close(_run(f, *_batch(1))[0], _run(_observe, *_batch(1))[0], rtol=1e-5, atol=1e-6)
     assert f.shapes == {(64, 256)}
+
+
+def _logits(seed):
+    return torch.randn(32, 300, generator=torch.Generator().manual_seed(seed)) * 2
+
+
+# each fused chain of the training steps, with its inputs (the first: what the gradient is taken for)
+CHAINS = {
+    "profile values": (_profile_values, lambda: (_logits(0),)),
+    "expected counts": (_scaled_profile, lambda: (_logits(1), torch.linspace(200.0, 5000.0, 32))),
+    "zero term": (_zero_term, lambda: (_logits(2).exp(), _logits(3).abs() * 2)),
+}
+
+
+@pytest.mark.parametrize("name", CHAINS)
+def test_each_training_chain_compiled_gives_the_eager_values_and_gradients(name, monkeypatch):
+    monkeypatch.setattr(fused, "MIN_ENTRIES", 0)
+    monkeypatch.setenv("CELLSYNTH_COMPILE", "1")
+    fn, inputs = CHAINS[name]
+    f = Fused(fn)
+
+    def run(chain):
+        args = [a.clone().requires_grad_(i == 0) for i, a in enumerate(inputs())]
+        outs = chain(*args)
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        # every output in the loss, with unequal weights per entry (a softmax's gradient sums to zero)
+        loss = sum(((k + 1.0) * torch.linspace(-1, 2, o.numel()).view_as(o) * o).sum()
+                   for k, o in enumerate(outs))  # fmt: skip
+        return [o.detach() for o in outs] + [torch.autograd.grad(loss, args[0])[0]]
+
+    got, want = run(f), run(fn)
+    assert f.compiled is not None and not f.failed
+    for a, b in zip(got, want, strict=True):  # roundings differ: absolute error relative to the largest
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
 
 
 def test_each_fits_batch_shape_is_compiled_up_to_a_limit(compile_calls, monkeypatch):

@@ -39,7 +39,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.preprocess import TARGET_SUM
 from ..data.stats import moments_by_label
 from ..errors import InputError
 from ..nn.blocks import one_hot_conditions
@@ -145,8 +144,7 @@ class DecoderGenerator(nn.Module):
         """``(x, x)`` with ``x = log1p(ρ · 1e4)``; ``with_profile``: ``(x, x, ρ)``, so that a count draw
         takes ρ as it is instead of recovering it from ``x`` (the same values and gradients, fewer
         genes-wide operations)."""
-        rho = self.vae.expected_profile(self.vae.decode(self.noise(z, weights), weights), weights)
-        x = torch.log1p(rho * TARGET_SUM)
+        x, rho = self.vae.profile_values(self.vae.decode(self.noise(z, weights), weights), weights)
         return (x, x, rho) if with_profile else (x, x)
 
     @torch.no_grad()

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..data.preprocess import CountEntries
+from ..data.fused import Fused
+from ..data.preprocess import TARGET_SUM, CountEntries
 
 _EPS = 1e-8
 # θ is kept in a range where the gamma–Poisson draw is exact in float64 and the log-likelihood stable
@@ -33,8 +34,7 @@ def count_nll(
     ``log NB(x) − log NB(0) = x log(μ/(θ+μ)) + lgamma(x+θ) − lgamma(θ) − lgamma(x+1)`` and, zero-inflated,
     ``log p(x) − log p(0) = log NB(x) − log NB(0) + log sigmoid(−l + log NB(0))``.
     """
-    log_theta_mu = torch.log(theta + mu + _EPS)
-    zero = theta * (torch.log(theta + _EPS) - log_theta_mu)  # log NB(0)
+    log_theta_mu, zero = _ZERO_TERM(theta, mu)
     at = counts.row * mu.shape[1] + counts.col
 
     def pick(t: torch.Tensor) -> torch.Tensor:
@@ -52,6 +52,29 @@ def count_nll(
         zero = F.softplus(pi_theta_log) - F.softplus(-zi_logits)  # log(π + (1-π) NB(0))
         extra = extra + F.logsigmoid(pick(pi_theta_log))
     return -zero.sum(1).index_add(0, counts.row, extra)
+
+
+def _zero_term(theta: torch.Tensor, mu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log(θ + μ), log NB(0))`` per entry: ``log NB(0) = θ (log θ − log(θ + μ))``."""
+    log_theta_mu = torch.log(theta + mu + _EPS)
+    return log_theta_mu, theta * (torch.log(theta + _EPS) - log_theta_mu)
+
+
+def _scaled_profile(logits: torch.Tensor, library: torch.Tensor) -> torch.Tensor:
+    """``μ = library · softmax(logits)`` over genes: each cell's expected counts."""
+    return library[:, None] * torch.softmax(logits, 1)
+
+
+def _profile_values(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log1p(ρ · 1e4), ρ)`` for ``ρ = softmax(logits)`` over genes: the profile as training values."""
+    rho = torch.softmax(logits, 1)
+    return torch.log1p(rho * TARGET_SUM), rho
+
+
+# each chain one loop forward and one backward over a large batch (data.fused)
+_ZERO_TERM = Fused(_zero_term)
+expected_counts = Fused(_scaled_profile)
+profile_values = Fused(_profile_values)
 
 
 def draw_nb(

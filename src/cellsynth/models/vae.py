@@ -27,7 +27,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from ..data.preprocess import TARGET_SUM, expand_genes, normalize_log1p
+from ..data.preprocess import expand_genes, normalize_log1p
 from ..data.stats import label_dispersion, label_mean_profile, moments_by_label
 from ..errors import InputError
 from ..nn.blocks import MLP, one_hot_conditions
@@ -36,7 +36,7 @@ from ..train.likelihood import LikelihoodPlan, LikelihoodSettings
 from ..train.optim import KEEP, LR_SCHEDULES
 from ..train.validation import LIKELIHOOD_VAL_METRICS
 from .model import SyntheticCellModel
-from .nbvae import LOG_THETA_RANGE, count_nll, draw_nb
+from .nbvae import LOG_THETA_RANGE, count_nll, draw_nb, expected_counts, profile_values
 from .registry import register
 
 _LOG_2PI = float(np.log(2 * np.pi))
@@ -161,7 +161,7 @@ class NBVAENet(ConditionalVAENet):
 
     def nll(self, h, batch):
         counts = batch["counts"]
-        mu = batch["library"][:, None] * torch.softmax(self.head_output(self.profile, h, batch["weights"]), 1)
+        mu = expected_counts(self.head_output(self.profile, h, batch["weights"]), batch["library"])
         theta = self.theta(batch["weights"])
         zi_logits = None if self.dropout_logits is None else self.dropout_logits(h).float()
         return count_nll(counts, mu, theta, zi_logits)
@@ -178,15 +178,16 @@ class NBVAENet(ConditionalVAENet):
         counts = torch.from_numpy(draw_nb(mu, theta, rng, dropout)).to(library.device)
         return torch.log1p(counts * scale.float()[:, None])
 
-    def expected_profile(self, h: torch.Tensor, weights: Sequence[torch.Tensor]) -> torch.Tensor:
-        """ρ, the expected profile (softmax over genes) for the decoder's features ``h``."""
-        return torch.softmax(self.head_output(self.profile, h, weights), 1)
+    def profile_values(self, h: torch.Tensor, weights: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """``(log1p(ρ · 1e4), ρ)`` for the decoder's features ``h``: the expected profile ρ (softmax over
+        genes) in the training representation, and ρ itself."""
+        return profile_values(self.head_output(self.profile, h, weights))
 
     def generate(self, z, weights):
         """``log1p(ρ · 1e4)`` (the expected profile in the training representation), followed by the
         dropout logits when zero-inflated: cells × genes (× 2)."""
         h = self.decode(z, weights)
-        values = torch.log1p(self.expected_profile(h, weights) * TARGET_SUM)
+        values = self.profile_values(h, weights)[0]
         if self.dropout_logits is None:
             return values
         return torch.cat([values, self.dropout_logits(h).float()], dim=1)
