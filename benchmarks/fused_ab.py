@@ -5,7 +5,7 @@ minutes fall on both).
 Run from the repository root::
 
     .venv/bin/python benchmarks/fused_ab.py                                   # every fused chain
-    .venv/bin/python benchmarks/fused_ab.py --chains _profile_values _scaled_profile _zero_term
+    .venv/bin/python benchmarks/fused_ab.py --chains _profile_values _expected_counts _zero_term
 
 Odd steps of each stage run the chains named by ``--chains`` (the functions wrapped by
 ``cellsynth.data.fused.Fused``; default: all of them) eagerly, even steps compiled; both stages'

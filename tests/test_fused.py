@@ -10,7 +10,7 @@ import torch
 from cellsynth.data import fused
 from cellsynth.data.fused import Fused
 from cellsynth.data.preprocess import _observe
-from cellsynth.models.nbvae import _profile_values, _scaled_profile, _zero_term
+from cellsynth.models.nbvae import _expected_counts, _profile_values, _zero_term
 
 
 def _batch(seed=0, n=64, g=256):
@@ -47,7 +47,7 @@ def _logits(seed):
 # each fused chain of the training steps, with its inputs (the first: what the gradient is taken for)
 CHAINS = {
     "profile values": (_profile_values, lambda: (_logits(0),)),
-    "expected counts": (_scaled_profile, lambda: (_logits(1), torch.linspace(200.0, 5000.0, 32))),
+    "expected counts": (_expected_counts, lambda: (_logits(1), torch.linspace(200.0, 5000.0, 32))),
     "zero term": (_zero_term, lambda: (_logits(2).exp(), _logits(3).abs() * 2)),
 }
 

@@ -60,7 +60,7 @@ def _zero_term(theta: torch.Tensor, mu: torch.Tensor) -> tuple[torch.Tensor, tor
     return log_theta_mu, theta * (torch.log(theta + _EPS) - log_theta_mu)
 
 
-def _scaled_profile(logits: torch.Tensor, library: torch.Tensor) -> torch.Tensor:
+def _expected_counts(logits: torch.Tensor, library: torch.Tensor) -> torch.Tensor:
     """``μ = library · softmax(logits)`` over genes: each cell's expected counts."""
     return library[:, None] * torch.softmax(logits, 1)
 
@@ -73,8 +73,8 @@ def _profile_values(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 # each chain one loop forward and one backward over a large batch (data.fused)
 _ZERO_TERM = Fused(_zero_term)
-expected_counts = Fused(_scaled_profile)
-profile_values = Fused(_profile_values)
+EXPECTED_COUNTS = Fused(_expected_counts)
+PROFILE_VALUES = Fused(_profile_values)
 
 
 def draw_nb(

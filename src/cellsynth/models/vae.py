@@ -36,7 +36,7 @@ from ..train.likelihood import LikelihoodPlan, LikelihoodSettings
 from ..train.optim import KEEP, LR_SCHEDULES
 from ..train.validation import LIKELIHOOD_VAL_METRICS
 from .model import SyntheticCellModel
-from .nbvae import LOG_THETA_RANGE, count_nll, draw_nb, expected_counts, profile_values
+from .nbvae import EXPECTED_COUNTS, LOG_THETA_RANGE, PROFILE_VALUES, count_nll, draw_nb
 from .registry import register
 
 _LOG_2PI = float(np.log(2 * np.pi))
@@ -161,7 +161,7 @@ class NBVAENet(ConditionalVAENet):
 
     def nll(self, h, batch):
         counts = batch["counts"]
-        mu = expected_counts(self.head_output(self.profile, h, batch["weights"]), batch["library"])
+        mu = EXPECTED_COUNTS(self.head_output(self.profile, h, batch["weights"]), batch["library"])
         theta = self.theta(batch["weights"])
         zi_logits = None if self.dropout_logits is None else self.dropout_logits(h).float()
         return count_nll(counts, mu, theta, zi_logits)
@@ -181,7 +181,7 @@ class NBVAENet(ConditionalVAENet):
     def profile_values(self, h: torch.Tensor, weights: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         """``(log1p(ρ · 1e4), ρ)`` for the decoder's features ``h``: the expected profile ρ (softmax over
         genes) in the training representation, and ρ itself."""
-        return profile_values(self.head_output(self.profile, h, weights))
+        return PROFILE_VALUES(self.head_output(self.profile, h, weights))
 
     def generate(self, z, weights):
         """``log1p(ρ · 1e4)`` (the expected profile in the training representation), followed by the
