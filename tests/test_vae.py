@@ -321,3 +321,31 @@ def test_latentgan_refuses_unknown_gan_options_and_resume(counts_adata, tmp_path
     with pytest.raises(TrainingError, match="cannot resume"):
         m.fit(counts_adata, label_key="cell_type", progress=False, checkpoint_dir=tmp_path, resume=True)
     assert not m.is_fitted
+
+
+def test_the_encoders_transposed_first_layer_is_nn_linear_and_loads_its_layout():
+    """The encoder's first layer (weight stored inputs × outputs) starts at nn.Linear's values for the same
+    seed, computes what nn.Linear computes, and loads a state dict in nn.Linear's layout."""
+    from cellsynth.nn.blocks import MLP, WideInputLinear
+
+    torch.manual_seed(3)
+    reference = torch.nn.Linear(300, 16)
+    torch.manual_seed(3)
+    layer = WideInputLinear(300, 16)
+    assert layer.weight_t.shape == (300, 16) and layer.weight_t.is_contiguous()
+    torch.testing.assert_close(layer.weight_t, reference.weight.t(), rtol=0, atol=0)
+    torch.testing.assert_close(layer.bias, reference.bias, rtol=0, atol=0)
+    x = torch.rand(8, 300)
+    torch.testing.assert_close(layer(x), reference(x))
+    layer(x).square().sum().backward()
+    reference(x).square().sum().backward()
+    torch.testing.assert_close(layer.weight_t.grad, reference.weight.grad.t())
+
+    other = torch.nn.Linear(300, 16)
+    mlp = MLP(300, [16], 4, wide_input=True)
+    assert isinstance(mlp[0], WideInputLinear)
+    old = {**mlp.state_dict()}
+    old.pop("0.weight_t")
+    old["0.weight"] = other.weight.detach().clone()  # a model file written with nn.Linear's layout
+    mlp.load_state_dict(old)
+    torch.testing.assert_close(mlp[0].weight_t, other.weight.t(), rtol=0, atol=0)

@@ -58,7 +58,7 @@ class ConditionalVAENet(nn.Module):
         self.z_dim = z_dim
         n_cond = int(sum(sizes))
         back = list(hidden)[::-1]
-        self.encoder = MLP(n_genes + n_cond, hidden, 2 * z_dim, norm=True, dropout=dropout)
+        self.encoder = MLP(n_genes + n_cond, hidden, 2 * z_dim, norm=True, dropout=dropout, wide_input=True)
         self.decoder = nn.Sequential(
             MLP(z_dim + n_cond, back[:-1], back[-1], norm=True), nn.LayerNorm(back[-1]), nn.LeakyReLU(0.2)
         )

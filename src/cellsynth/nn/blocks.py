@@ -28,8 +28,35 @@ def one_hot_conditions(codes: torch.Tensor, sizes: Sequence[int]) -> list[torch.
     return [F.one_hot(codes[:, k], n).to(torch.float32) for k, n in enumerate(sizes)]
 
 
+class WideInputLinear(nn.Module):
+    """``nn.Linear`` (the same initial values) for a layer of many inputs, its weight stored transposed
+    (inputs × outputs).
+
+    With cells × genes inputs this layout makes the weight's gradient a (genes × cells) @ (cells ×
+    outputs) product; ``nn.Linear``'s outputs × inputs weight gets it as (outputs × cells) @ (cells ×
+    genes), the slower form on the CPU: about 2 ms of a ~100 ms autoencoder step on Baron mouse pancreas
+    (docs/benchmarks.md). Model files written with ``nn.Linear``'s layout (``weight``) load into it.
+    """
+
+    def __init__(self, n_in: int, n_out: int):
+        super().__init__()
+        layer = nn.Linear(n_in, n_out)  # nn.Linear's initialisation, the same random draws
+        self.in_features, self.out_features = n_in, n_out
+        self.weight_t = nn.Parameter(layer.weight.detach().t().contiguous())
+        self.bias = layer.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(self.bias, x, self.weight_t)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if prefix + "weight" in state_dict:  # nn.Linear's layout: outputs × inputs
+            state_dict[prefix + "weight_t"] = state_dict.pop(prefix + "weight").t()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
 class MLP(nn.Sequential):
-    """Linear layers with LeakyReLU, optional LayerNorm and dropout between them."""
+    """Linear layers with LeakyReLU, optional LayerNorm and dropout between them (``wide_input``: the
+    first a :class:`WideInputLinear`)."""
 
     def __init__(
         self,
@@ -40,18 +67,23 @@ class MLP(nn.Sequential):
         norm: bool = False,
         dropout: float = 0.0,
         negative_slope: float = 0.2,
+        wide_input: bool = False,
     ):
         layers: list[nn.Module] = []
+
+        def linear(a: int, b: int) -> nn.Module:
+            return WideInputLinear(a, b) if wide_input and not layers else nn.Linear(a, b)
+
         width = n_in
         for h in hidden:
-            layers.append(nn.Linear(width, h))
+            layers.append(linear(width, h))
             if norm:
                 layers.append(nn.LayerNorm(h))
             layers.append(nn.LeakyReLU(negative_slope))
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = h
-        layers.append(nn.Linear(width, n_out))
+        layers.append(linear(width, n_out))
         super().__init__(*layers)
 
 
