@@ -14,7 +14,7 @@ from cellsynth.data.celldata import CellData
 from cellsynth.data.preprocess import CountEntries, nonzero_counts
 from cellsynth.errors import InputError, TrainingError
 from cellsynth.models.nbvae import count_nll, draw_nb
-from cellsynth.train.checkpoint import read_training_state
+from cellsynth.train.checkpoint import read_training_state, write_training_state
 from cellsynth.train.likelihood import LikelihoodPlan, LikelihoodSettings
 from tests.conftest import assert_integer, assert_labelled_counts, sigterm_at_step
 
@@ -171,9 +171,12 @@ def test_kl_weight_rises_over_the_warmup():
     assert got == [0.0, 1.0, 2.0, 2.0]
 
 
+@pytest.mark.parametrize("old_layout", [False, True])
 def test_a_stopped_run_resumed_from_its_checkpoint_ends_exactly_like_an_uninterrupted_one(
-    counts_adata, tmp_path, monkeypatch
+    counts_adata, tmp_path, monkeypatch, old_layout
 ):
+    """``old_layout``: the checkpoint rewritten as written while the encoder's first weight was stored in
+    nn.Linear's layout (outputs × inputs: the weight, its EMA and its Adam moments)."""
     params = dict(epochs=5, ema_decay=0.9, kl_warmup_steps=6, **SMALL)
     whole = models.get("vae", **params).fit(counts_adata, label_key="cell_type", progress=False, seed=2)
 
@@ -184,10 +187,22 @@ def test_a_stopped_run_resumed_from_its_checkpoint_ends_exactly_like_an_uninterr
             counts_adata, label_key="cell_type", progress=False, seed=2, checkpoint_dir=ckpt
         )
     assert first.fit_record["stopped_because"] == "interrupted"
-    state, _ = read_training_state(ckpt)
+    state, meta = read_training_state(ckpt)
     assert state["loop"]["epoch"] == 2 and state["loop"]["batch"] == 2
     assert models.load(ckpt).sample(n=5).n_obs == 5  # the checkpoint is a complete model directory
     restore()
+    if old_layout:
+        parts, shape = state["parts"], state["parts"]["module"]["encoder.0.weight_t"].shape
+        for tree, key in (
+            (parts["module"], "encoder.0.weight_t"),
+            (parts["ema"], "module.encoder.0.weight_t"),
+        ):
+            tree[key[: -len("_t")]] = tree.pop(key).t().contiguous()
+        moments = [m for m in parts["opt"]["state"].values() if m["exp_avg"].shape == shape]
+        assert len(moments) == 1
+        for k in ("exp_avg", "exp_avg_sq"):
+            moments[0][k] = moments[0][k].t().contiguous()
+        write_training_state(ckpt, state, meta)
 
     resumed = models.get("vae", **params).fit(
         counts_adata, label_key="cell_type", progress=False, seed=2, checkpoint_dir=ckpt, resume=True

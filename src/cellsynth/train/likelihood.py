@@ -217,6 +217,12 @@ class LikelihoodPlan(TrainingPlan):
     def load_state_parts(self, parts: dict) -> None:
         self.module.load_state_dict(parts["module"])
         self.opt.load_state_dict(parts["opt"])
+        # a checkpoint written while the encoder's first weight was stored outputs × inputs (nn.Linear's
+        # layout; now nn.blocks.WideInputLinear's inputs × outputs): its Adam moments transposed to fit
+        for p, moments in self.opt.state.items():
+            for k, v in moments.items():
+                if torch.is_tensor(v) and v.dim() == 2 and v.shape != p.shape and v.shape == p.shape[::-1]:
+                    moments[k] = v.t().contiguous()
         if self.ema is not None:
             self.ema.load_state_dict(parts["ema"])
         self.step = int(parts["counters"]["step"])
