@@ -190,6 +190,7 @@ def test_a_failing_model_is_recorded_and_the_others_complete(data_path, tmp_path
         (["--param", "cgan.max_minutes=1"], ["--max-minutes-per-model"]),
         (["--param", "cgan.epochs=0"], ["'epochs'", "cgan"]),
         (["--seeds", "0"], ["--seeds"]),
+        (["--draws", "0"], ["--draws"]),
         (["--family", "nosuch"], ["--family"]),
     ],
 )
@@ -247,3 +248,42 @@ def test_the_budget_not_a_models_epoch_default_ends_each_fit(data_path, tmp_path
     assert json.loads(job.read_text())["params"]["epochs"] == EPOCHS
     csv = pd.read_csv(out / "leaderboard.csv")
     assert csv.loc[0, "stop_reason"] in ("time budget", "early stopping")
+
+
+def test_draws_average_the_detection_auc_over_further_synthetic_sets(data_path, tmp_path):
+    """``--draws 3``: the cell's own set and two more, each scored by the detector; their mean is reported."""
+    import json
+
+    out = tmp_path / "b"
+    result = invoke(
+        "benchmark", data_path, "--label-key", "cell_type", "--models", "cgan", "--seeds", "1",
+        "--max-minutes-per-model", "1", *PARAMS[:2 * len(TINY)], *FAST, "--reports", "none", "--draws", "3",
+        "--out", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (record,) = out.glob("cells/*/result.json")
+    record = json.loads(record.read_text())
+    per_draw = record["detection_auc_per_draw"]
+    assert len(per_draw) == 3 and per_draw[0] == record["metrics"]["detection_auc"]
+    assert len(set(per_draw)) > 1  # other cells, other scores
+    assert record["metrics"]["detection_auc_draws"] == pytest.approx(np.mean(per_draw))
+    csv = pd.read_csv(out / "leaderboard.csv")
+    assert csv.loc[0, "detection_auc_draws"] == pytest.approx(np.mean(per_draw))
+    assert "detection_auc_draws" in (out / "leaderboard.md").read_text()
+
+
+def test_one_draw_keeps_a_cells_key():
+    """Cells of one draw hash as they did before ``draws`` existed (an earlier --out resumes them)."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    from cellsynth._io import jsonable
+    from cellsynth.benchmark.layout import CellJob
+
+    job = CellJob("cgan", 0, {"epochs": 2}, "cell_type", split="abc")
+    before = {k: v for k, v in asdict(job).items() if k not in ("device", "report", "directory", "draws")}
+    text = json.dumps(jsonable(before), sort_keys=True, default=str)
+    assert job.key() == hashlib.sha256(text.encode()).hexdigest()[:12]
+    job.draws = 3
+    assert job.key() != hashlib.sha256(text.encode()).hexdigest()[:12]

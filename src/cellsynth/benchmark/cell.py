@@ -3,7 +3,9 @@
 ``JOB`` is the cell's ``job.json`` (:class:`~cellsynth.benchmark.layout.CellJob`), ``PARENT`` the process id
 of the benchmark that started it. The cell fits its model on TRAIN, saves it, samples as many cells as TEST
 holds with TEST's per-type counts, evaluates them against TEST (with TRAIN: the control and privacy),
-writes the metrics and the HTML report, runs the rare-type augmentation test, and as its last act writes
+(with ``draws`` above 1, also scores further synthetic sets with the detector alone and records their mean
+detection AUC), writes the metrics and the HTML report, runs the rare-type augmentation test, and as its last
+act writes
 ``result.json`` atomically; so a cell whose ``result.json`` exists is complete. A failure writes
 ``failed.json`` (the one-line error; the traceback goes to the log) and exits with status 1.
 
@@ -28,6 +30,8 @@ from ..errors import CellsynthError
 from .layout import FAILED, RESULT, CellJob
 
 INTERRUPTED = 130
+#: the sampling seed of a cell's further synthetic sets: the cell's seed + this × the draw's index
+DRAW_SEED_STRIDE = 1_000_003
 
 
 def peak_memory_mb(usage: resource.struct_rusage | None = None) -> float:
@@ -100,7 +104,8 @@ def run_cell(job: CellJob) -> dict[str, Any] | None:
 
     t0 = time.monotonic()
     per_type = test.obs[job.label_key].astype(str).value_counts()
-    synthetic = model.sample(per_type={str(k): int(v) for k, v in per_type.items() if v}, seed=job.seed)
+    per_type_counts = {str(k): int(v) for k, v in per_type.items() if v}
+    synthetic = model.sample(per_type=per_type_counts, seed=job.seed)
     seconds["sample"] = time.monotonic() - t0
     write_synthetic(synthetic, directory / "synthetic.h5ad")
 
@@ -116,6 +121,17 @@ def run_cell(job: CellJob) -> dict[str, Any] | None:
         return_context=True,
     )
     seconds["evaluate"] = time.monotonic() - t0
+    per_draw = None
+    if job.draws > 1 and "detection_auc" in metrics.overall:
+        t0 = time.monotonic()
+        per_draw = [metrics.overall["detection_auc"]]
+        for i in range(1, job.draws):
+            more = model.sample(per_type=per_type_counts, seed=job.seed + DRAW_SEED_STRIDE * i)
+            scored = evaluate(test, more, label_key=job.label_key, train=train, seed=job.seed,
+                              settings=job.settings, families=["detection"])  # fmt: skip
+            per_draw.append(scored.overall["detection_auc"])
+        metrics.overall["detection_auc_draws"] = sum(per_draw) / len(per_draw)
+        seconds["draws"] = time.monotonic() - t0
     write_outputs(metrics, directory)
     if job.report:
         title = f"cellsynth benchmark: {job.model}, seed {job.seed}"
@@ -138,6 +154,7 @@ def run_cell(job: CellJob) -> dict[str, Any] | None:
         "stop_reason": model.fit_record.get("stopped_because"),
         "epochs": len(model.history),
         "n_synthetic": int(synthetic.n_obs),
+        "detection_auc_per_draw": per_draw,
         "metrics": metrics.overall,
         "control": metrics.control,
         "augmentation": augmentation,

@@ -49,6 +49,10 @@ def benchmark(
         str,
         typer.Option("--reports", help="Cells writing report.html: first (each model's seed 0), all, none"),
     ] = "first",
+    draws: Annotated[
+        int,
+        typer.Option("--draws", help="Synthetic sets per cell, mean detection AUC: detection_auc_draws"),
+    ] = 1,
     quiet: Annotated[bool, typer.Option("--quiet", help="No grid display")] = False,
 ):
     """Fit every model with every seed on one TRAIN split of DATA, evaluate each on TEST, and write
@@ -76,6 +80,7 @@ def benchmark(
             settings=settings,
             families=family,
             reports=reports,
+            draws=draws,
             progress=not quiet,
         )
     except BenchmarkInterrupted as e:

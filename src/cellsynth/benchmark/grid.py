@@ -182,6 +182,7 @@ def run_benchmark(
     settings: Mapping[str, Any] | None = None,
     families: Sequence[str] | None = None,
     reports: str = "first",
+    draws: int = 1,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Fit every model with every seed on one TRAIN split, evaluate on TEST, and write a leaderboard.
@@ -216,6 +217,10 @@ def run_benchmark(
     reports
         Which cells write their HTML report (``report.html`` beside their metrics): ``"first"`` (each
         model's first seed), ``"all"`` or ``"none"``.
+    draws
+        Synthetic sets each cell's detector scores: above 1, ``detection_auc_draws`` is their mean
+        detection AUC (each draw's sampling noise in one cell's figure averaged out; the further sets are
+        scored by the detection family alone).
     progress
         Show the grid while it runs (a live table on a terminal, a line per finished cell otherwise).
 
@@ -244,6 +249,7 @@ def run_benchmark(
     max_minutes = check_option("--max-minutes-per-model", max_minutes, "float", gt=0)
     check_option("--reports", reports, "str", choices=("first", "all", "none"))
     check_option("--seeds", seeds, "int", ge=1)
+    check_option("--draws", draws, "int", ge=1)
     check_option("--test-fraction", test_fraction, "float", gt=0, lt=1)
     check_option("--n-genes", n_genes, "int", ge=2)
     settings = dict(settings or {})
@@ -257,6 +263,7 @@ def run_benchmark(
     )
     options.update({"--n-genes": n_genes, "--device": device if device != "auto" else None})
     options["--reports"] = reports if reports != "first" else None
+    options["--draws"] = draws if draws != 1 else None
     command = command_line(
         data, out, models=models, options=options, params=checked, settings=settings, families=families
     )
@@ -284,6 +291,7 @@ def run_benchmark(
         full = {**spec.defaults(), **lifted, **checked.get(name, {}), "max_minutes": max_minutes}
         for seed in range(seeds):
             job = CellJob(name, seed, full, label_key, condition_keys, n_genes, settings, families, split)
+            job.draws = draws
             job.device, job.report = device, reports == "all" or (reports == "first" and seed == 0)
             job.directory = str(cell_directory(out, job))
             jobs.append(job)

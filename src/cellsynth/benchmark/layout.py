@@ -52,6 +52,10 @@ class CellJob:
         families evaluated (None: all).
     split
         Fingerprint of the split the cell uses.
+    draws
+        Synthetic sets the detector scores (the first is the cell's ``synthetic.h5ad``, scored with every
+        family); above 1, ``detection_auc_draws`` is the mean detection AUC over all of them (part of the key
+        only above 1: a cell of one draw keeps the key it had before the option existed).
     device
         Where it trains (not part of the key).
     report
@@ -69,13 +73,16 @@ class CellJob:
     settings: dict[str, Any] = field(default_factory=dict)
     families: list[str] | None = None
     split: str = ""
+    draws: int = 1
     device: str = "auto"
     report: bool = True
     directory: str = ""
 
     def key(self) -> str:
-        """Hash of what decides the cell's result (not the device, the report or the directory)."""
-        what = {k: v for k, v in asdict(self).items() if k not in ("device", "report", "directory")}
+        """Hash of what decides the cell's result (not the device, the report, the directory, or a single
+        draw)."""
+        left_out = {"device", "report", "directory"} | ({"draws"} if self.draws == 1 else set())
+        what = {k: v for k, v in asdict(self).items() if k not in left_out}
         text = json.dumps(jsonable(what), sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 

@@ -26,6 +26,7 @@ from .augmentation import DIRECTIONS as AUGMENTATION_DIRECTIONS
 #: the metrics shown in the Markdown and HTML tables, when the evaluation returned them
 KEY_METRICS = (
     "detection_auc",
+    "detection_auc_draws",
     "detection_auc_groundgan",
     "mmd",
     "properties_mean",

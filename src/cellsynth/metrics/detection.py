@@ -24,6 +24,14 @@ DETECTION_AUC = metric(
     target=0.5,
     per_type=True,
 )
+DETECTION_AUC_DRAWS = metric(
+    "detection_auc_draws",
+    "detection",
+    "target",
+    "detection_auc averaged over several synthetic sets drawn from the same model (set by `cellsynth "
+    "benchmark --draws K`); 0.5 ideal.",
+    target=0.5,
+)
 DETECTION_AUC_LOGREG = metric(
     "detection_auc_logreg",
     "detection",
