@@ -2,10 +2,9 @@
 
 ``JOB`` is the cell's ``job.json`` (:class:`~cellsynth.benchmark.layout.CellJob`), ``PARENT`` the process id
 of the benchmark that started it. The cell fits its model on TRAIN, saves it, samples as many cells as TEST
-holds with TEST's per-type counts, evaluates them against TEST (with TRAIN: the control and privacy),
-(with ``draws`` above 1, also scores further synthetic sets with the detector alone and records their mean
-detection AUC), writes the metrics and the HTML report, runs the rare-type augmentation test, and as its last
-act writes
+holds with TEST's per-type counts, evaluates them against TEST (with TRAIN: the control and privacy; with
+``draws`` above 1, further synthetic sets scored by the detector alone, and their mean detection AUC),
+writes the metrics and the HTML report, runs the rare-type augmentation test, and as its last act writes
 ``result.json`` atomically; so a cell whose ``result.json`` exists is complete. A failure writes
 ``failed.json`` (the one-line error; the traceback goes to the log) and exits with status 1.
 
@@ -124,12 +123,8 @@ def run_cell(job: CellJob) -> dict[str, Any] | None:
     per_draw = None
     if job.draws > 1 and "detection_auc" in metrics.overall:
         t0 = time.monotonic()
-        per_draw = [metrics.overall["detection_auc"]]
-        for i in range(1, job.draws):
-            more = model.sample(per_type=per_type_counts, seed=job.seed + DRAW_SEED_STRIDE * i)
-            scored = evaluate(test, more, label_key=job.label_key, train=train, seed=job.seed,
-                              settings=job.settings, families=["detection"])  # fmt: skip
-            per_draw.append(scored.overall["detection_auc"])
+        further = _further_draws(job, model, per_type_counts, test, train)
+        per_draw = [metrics.overall["detection_auc"], *further]
         metrics.overall["detection_auc_draws"] = sum(per_draw) / len(per_draw)
         seconds["draws"] = time.monotonic() - t0
     write_outputs(metrics, directory)
@@ -160,6 +155,20 @@ def run_cell(job: CellJob) -> dict[str, Any] | None:
         "augmentation": augmentation,
         "params": job.params,
     }
+
+
+def _further_draws(job: CellJob, model, per_type: dict[str, int], test, train) -> list[float]:
+    """The detection AUCs of ``job.draws - 1`` further synthetic sets of ``model`` (TEST's per-type
+    counts, sampling seeds ``job.seed + DRAW_SEED_STRIDE * i``), each scored as the cell's own set is."""
+    from ..metrics.evaluation import evaluate
+
+    aucs = []
+    for i in range(1, job.draws):
+        more = model.sample(per_type=per_type, seed=job.seed + DRAW_SEED_STRIDE * i)
+        scored = evaluate(test, more, label_key=job.label_key, train=train, seed=job.seed,
+                          settings=job.settings, families=["detection"])  # fmt: skip
+        aucs.append(scored.overall["detection_auc"])
+    return aucs
 
 
 def main(argv: list[str] | None = None) -> int:
