@@ -150,3 +150,22 @@ def test_pca_of_many_cells_fits_axes_on_a_sample_and_projects_every_cell():
     _, same_basis, same_coords = data.pca(5, seed=0, max_cells=data.n_cells)
     np.testing.assert_array_equal(same_basis, basis)
     np.testing.assert_array_equal(same_coords, coords)
+
+
+def test_a_counts_layer_is_found_only_beside_a_matrix_without_counts(counts_adata):
+    from cellsynth.benchmark.options import read_labelled
+    from cellsynth.data.celldata import counts_layer
+
+    cells = counts_adata.copy()
+    assert counts_layer(cells) is None  # X holds counts
+    cells.layers["raw_counts"] = cells.X.copy()
+    cells.X = np.log1p(cells.X.toarray() * 0.5)
+    assert counts_layer(cells) == "raw_counts"
+    cells.layers["counts"] = sp.csr_matrix(cells.shape, dtype=np.float32)  # empty: not counts to fit
+    assert counts_layer(cells) == "raw_counts"
+    cells.layers["counts"] = cells.X  # log-normalised too
+    assert counts_layer(cells) == "raw_counts"
+    swapped = read_labelled(cells, "cell_type", [])
+    np.testing.assert_array_equal(swapped.X.toarray(), counts_adata.X.toarray())
+    del cells.layers["raw_counts"]
+    assert counts_layer(cells) is None

@@ -353,3 +353,27 @@ def test_duplicate_gene_names_stop_split_unless_make_unique(h5ad_path, tmp_path)
     assert r.exit_code == 0, r.output
     train = ad.read_h5ad(tmp_path / "b" / "train.h5ad")
     assert list(train.var_names[:2]) == [genes[0], f"{genes[0]}-1"]
+
+
+def test_a_counts_layer_beside_log_normalised_x_is_what_the_default_fits(tmp_path):
+    """The scverse layout (log-normalised X, raw counts in layers["counts"]): the counts are fitted, with a
+    note; --representation log1p keeps X."""
+    import scanpy as sc
+
+    cells = simulate({"B_cell": 60, "T_cell": 60}, n_genes=30, seed=8)
+    cells.layers["counts"] = cells.X.copy()
+    sc.pp.normalize_total(cells, target_sum=1e4)
+    sc.pp.log1p(cells)
+    path = tmp_path / "lognorm.h5ad"
+    cells.write_h5ad(path)
+    r = invoke("fit", path, "--epochs", 2, "--out", tmp_path / "m", *SMALL, *AE)
+    assert r.exit_code == 0, r.output
+    assert "using layers['counts']" in r.output and "model: nbgan, the default for count data" in r.output
+    r = invoke("sample", tmp_path / "m", "--n", 20, "--out", tmp_path / "s.h5ad")
+    assert r.exit_code == 0, r.output
+    X = ad.read_h5ad(tmp_path / "s.h5ad").X
+    X = X.toarray() if hasattr(X, "toarray") else X
+    assert np.array_equal(X, np.round(X)) and X.sum() > 0
+    r = invoke("fit", path, "--representation", "log1p", "--epochs", 2, "--out", tmp_path / "m2", *SMALL)
+    assert r.exit_code == 0, r.output
+    assert "layers['counts']" not in r.output and "model: cgan" in r.output

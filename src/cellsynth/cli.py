@@ -108,6 +108,7 @@ def fit(
     """
     from . import models
     from .data import read
+    from .data.celldata import counts_layer, counts_layer_note
 
     options = {"--epochs": epochs, "--max-minutes": max_minutes, "--leakage": leakage, "--gat-k": gat_k}
     options["--rare-threshold"] = rare_threshold
@@ -138,6 +139,9 @@ def fit(
     )
     adata = read(data, labels=labels, label_key=label_key, make_unique=make_unique)
     typer.echo(f"read {adata.n_obs} cells × {adata.n_vars} genes from {data}", err=True)
+    if layer is None and representation == "auto" and (found := counts_layer(adata)) is not None:
+        layer = found
+        typer.echo(f"{counts_layer_note(found)} (--representation log1p keeps X)", err=True)
     if model is None:
         model = default_model_for(adata, layer, representation)
     m = models.get(model, **model_params(model, param, epochs=epochs, max_minutes=max_minutes, garage=garage))

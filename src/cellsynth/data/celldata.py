@@ -286,6 +286,29 @@ def resolved_representation(adata, layer: str | None = None, representation: str
     return detect_representation(X) if representation == "auto" else representation
 
 
+#: layers that hold the raw counts beside a log-normalised ``X`` by the scverse convention (scvi-tools'
+#: ``layer="counts"``, scanpy's tutorials)
+COUNT_LAYERS = ("counts", "raw_counts")
+
+
+def counts_layer(adata) -> str | None:
+    """The first of :data:`COUNT_LAYERS` that holds counts (some non-zero) when ``adata.X`` does not hold
+    counts; ``None`` when ``X`` does or no such layer exists."""
+    if detect_representation(adata.X) == "counts":
+        return None
+    for name in COUNT_LAYERS:
+        M = adata.layers[name] if name in adata.layers else None
+        if M is not None and (M.nnz if sp.issparse(M) else np.count_nonzero(M)) > 0:
+            if detect_representation(M) == "counts":
+                return name
+    return None
+
+
+def counts_layer_note(name: str) -> str:
+    """The line that says a count layer is used instead of ``X``."""
+    return f"X holds no counts and layers[{name!r}] does: using layers[{name!r}]"
+
+
 def _matrix(adata, layer: str | None):
     """``adata.X`` or ``adata.layers[layer]`` (an unknown layer refused)."""
     if layer is not None and layer not in adata.layers:
