@@ -63,3 +63,32 @@ def test_a_rare_type_takes_a_shrunk_step_and_a_missing_type_none():
     moved = (offset - start).abs().mean(1).numpy()
     assert moved[1] == 0.0
     assert 0 < moved[2] < moved[0]  # 5 cells: a third of the step a 300-cell type takes
+
+
+def test_an_error_shared_by_rarely_detected_genes_is_kept_when_steps_are_pooled_by_expression():
+    """Every rare gene's rate a factor 2 too low: each gene's difference is within its noise (a step shrunk
+    towards zero leaves most of it), their shared error is not (a step shrunk towards its bin's mean)."""
+    rng = np.random.default_rng(3)
+    n_cells, n_genes = 60, 1500
+    labels = np.zeros(n_cells, dtype=np.int64)
+    library = np.full(n_cells, 3000.0)
+    truth = np.where(np.arange(n_genes) < 50, 2.0, -5.0)[None, :]  # 50 abundant genes, the rest rare
+    rare = np.arange(n_genes) >= 50
+    profile = np.exp(truth) / np.exp(truth).sum(1, keepdims=True)
+    x_real = torch.from_numpy(np.log1p(rng.poisson(profile[labels] * library[:, None]) / 3000.0 * 1e4))
+    real = type_moments(lambda r: x_real[r], np.arange(n_cells), labels, 1, n_genes)
+    errors = {}
+    for bins in (0, 10):
+        offset = torch.from_numpy(truth - np.log(2.0) * rare)
+        gen = torch.Generator().manual_seed(0)
+
+        def generate(rows, offset=offset, gen=gen):
+            rate = torch.softmax(offset[labels[rows]], 1) * 3000.0
+            return torch.log1p(torch.poisson(rate, generator=gen) / 3000.0 * 1e4)
+
+        calibrate_means(
+            offset.add_, generate, real, np.arange(n_cells), labels, 1, n_genes, rounds=4, pool_bins=bins
+        )
+        d = (offset.numpy() - truth)[0]
+        errors[bins] = abs(d[rare].mean() - d[~rare].mean())  # the rare genes' shared error left
+    assert errors[10] < 0.3 * np.log(2.0) < errors[0]

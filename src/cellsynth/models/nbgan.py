@@ -197,6 +197,8 @@ class NBGAN(CGAN):
               choices=AE_SELECTION),
         Param("calibrate", 6, "int", "rounds moving each type's mean log-expression onto its training "
               "cells' after training (0: off)", ge=0),
+        Param("calibrate_pool", 0, "int", "calibration: genes shrunk towards the mean step of this many "
+              "bins of similar expression (0: towards zero)", ge=0),
     )  # fmt: skip
 
     def _z_dim(self, n_genes: int) -> int:  # noqa: ARG002
@@ -418,7 +420,7 @@ class NBGAN(CGAN):
 
         trace = calibrate_means(
             net.shift_log_rate, generate, moments_by_label(data, rows), rows, plan.codes_all[rows, 0].numpy(),
-            plan.sizes[0], data.n_genes, rounds, stop=spent,
+            plan.sizes[0], data.n_genes, rounds, stop=spent, pool_bins=int(self.params["calibrate_pool"]),
         )  # fmt: skip
         net.train(was)
         self.fit_record["calibration"] = {

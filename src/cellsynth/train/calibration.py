@@ -99,6 +99,7 @@ def calibrate_means(
     *,
     min_cells: int = MIN_CELLS,
     stop: Callable[[], bool] | None = None,
+    pool_bins: int = 0,
 ) -> list[float]:
     """Run ``rounds`` of calibration; returns the mean absolute difference (real − generated, over types
     and genes, weighted by training cells) measured at each round, before its step.
@@ -108,7 +109,8 @@ def calibrate_means(
     sizes in the training representation; ``real`` the training cells' types × genes means and variances
     in it (:func:`~cellsynth.data.stats.moments_by_label`); ``rows`` are the training rows and ``labels``
     their types' codes. ``stop()`` true after a round ends the calibration
-    there (a time budget spent).
+    there (a time budget spent). ``pool_bins`` > 0 shrinks each gene's step towards the mean step of the
+    type's genes of similar training mean (:func:`pooled_steps`) instead of towards zero.
     """
     rows, labels = np.asarray(rows), np.asarray(labels, dtype=np.int64)
     n = np.bincount(labels, minlength=n_types)
@@ -125,12 +127,38 @@ def calibrate_means(
         diff = np.where(n[:, None] > 0, m_real - m_gen, 0.0)
         trace.append(float((np.abs(diff) * share).sum() / n_genes))
         se2 = v_real / np.maximum(n, 1)[:, None] + v_gen / n_gen
-        weight = np.clip(1.0 - se2 / np.maximum(diff**2, 1e-12), 0.0, 1.0)
-        step = np.clip(weight * diff / np.clip(m_gen, 0.05, 1.0), -MAX_STEP, MAX_STEP)
+        slope = np.clip(m_gen, 0.05, 1.0)
+        raw, var = diff / slope, se2 / slope**2
+        prior = pooled_steps(raw, var, m_real, pool_bins) if pool_bins else np.zeros_like(raw)
+        weight = np.clip(1.0 - var / np.maximum((raw - prior) ** 2, 1e-12), 0.0, 1.0)
+        step = np.clip(prior + weight * (raw - prior), -MAX_STEP, MAX_STEP)
         shift(torch.from_numpy(step.astype(np.float32)))
         if stop is not None and stop():
             break
     return trace
 
 
-__all__ = ["calibrate_means", "calibration_cells", "expected_seconds", "type_moments"]
+def pooled_steps(raw: np.ndarray, var: np.ndarray, m_real: np.ndarray, bins: int) -> np.ndarray:
+    """types × genes prior steps: per type, the mean of the raw steps ``raw`` over the genes in the same
+    quantile bin (of ``bins``) of training mean ``m_real``, itself shrunk towards zero by its standard error
+    (from the steps' variances ``var``); 0 for genes the type's training cells never express. (Not
+    weighted by precision: a rare gene's variance falls with its sampled mean, so weights would favour the
+    genes sampled low.)
+
+    Shrinking towards zero discards a small error that every rarely detected gene shares (each one within
+    its own noise, their sum a shift along the components a forest splits on); pooled over a bin of
+    hundreds of genes, that shared error is estimated with little noise and kept (Efron and Morris's
+    shrinkage towards a group mean)."""
+    prior = np.zeros_like(raw)
+    for c in range(raw.shape[0]):
+        expressed = np.flatnonzero(m_real[c] > 0)
+        if len(expressed) < bins:
+            continue
+        order = expressed[np.argsort(m_real[c, expressed], kind="stable")]
+        for part in np.array_split(order, bins):
+            mean, se2 = raw[c, part].mean(), var[c, part].mean() / len(part)
+            prior[c, part] = mean * max(0.0, 1.0 - se2 / max(mean**2, 1e-12))
+    return prior
+
+
+__all__ = ["calibrate_means", "calibration_cells", "expected_seconds", "pooled_steps", "type_moments"]
