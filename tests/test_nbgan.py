@@ -129,7 +129,8 @@ def test_the_budget_is_shared_between_the_stages(counts_adata):
     m = models.get("nbgan", **{**TINY, "epochs": 100_000, "max_minutes": 0.1, "ae": {"epochs": 100_000}})
     m.fit(counts_adata, label_key="cell_type", progress=False)
     assert m.fit_record["autoencoder"]["stopped_because"] in ("time budget", "early stopping")
-    assert m.fit_record["autoencoder_seconds"] <= 0.3 * 6 + 2  # its share of the 6 s, and set-up
+    # its share of the 6 s, and set-up (up to 3 s on two loaded cores): below the whole budget
+    assert m.fit_record["autoencoder_seconds"] <= 0.3 * 6 + 3
     assert m.history[-1]["seconds"] <= 6 + 4
     # the calibration's seconds are reserved out of the adversarial stage's share, and it ran
     record = m.fit_record["calibration"]
