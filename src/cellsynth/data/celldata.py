@@ -296,11 +296,11 @@ def counts_layer(adata) -> str | None:
     counts; ``None`` when ``X`` does or no such layer exists."""
     if detect_representation(adata.X) == "counts":
         return None
-    for name in COUNT_LAYERS:
-        M = adata.layers[name] if name in adata.layers else None
-        if M is not None and (M.nnz if sp.issparse(M) else np.count_nonzero(M)) > 0:
-            if detect_representation(M) == "counts":
-                return name
+    for name in (n for n in COUNT_LAYERS if n in adata.layers):
+        M = adata.layers[name]
+        empty = (M.nnz if sp.issparse(M) else np.count_nonzero(M)) == 0  # detected as counts, yet none
+        if not empty and detect_representation(M) == "counts":
+            return name
     return None
 
 
