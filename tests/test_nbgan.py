@@ -73,6 +73,30 @@ def test_the_generator_starts_as_the_decoder_of_each_types_codes():
     torch.testing.assert_close(gen.dispersion(w), 1.0 / ae.theta(w), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("code_cov", ["diagonal", "pooled"])
+def test_a_type_of_few_cells_keeps_its_variances_and_takes_the_pooled_correlations_when_told(code_cov):
+    sizes, genes, z_dim = [3], 10, 4
+    ae = NBVAENet(genes, sizes, z_dim, (8,), 0.0, per_label=True, zero_inflated=False)
+    gen = DecoderGenerator(genes, sizes, z_dim, (8,), dispersion=False)
+    gen.code_cov = code_cov
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], [500, 500, 4])  # type 2: as few cells as dimensions, shrunk all the way
+    mix = np.array([[1, 0, 0, 0], [0.8, 0.6, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])  # dims 0 and 1: r = 0.8
+    codes = rng.standard_normal((len(labels), z_dim)) @ mix.T
+    codes[labels == 2] = np.array([[2.0, 1.0, 0.0, 0.0], [0.0, -1.0, 1.0, 0.5], [-1.0, 0.0, 2.0, 0.0],
+                                   [1.0, 2.0, 0.0, -1.0]])  # fmt: skip
+    gen.start_from(ae, codes, labels)
+
+    dev = torch.tril(gen.noise.dev).detach().double().numpy()
+    cov = dev[2] @ dev[2].T
+    np.testing.assert_allclose(np.diag(cov), np.var(codes[labels == 2], axis=0, ddof=1), rtol=1e-4)
+    corr = cov[0, 1] / np.sqrt(cov[0, 0] * cov[1, 1])
+    assert corr == pytest.approx(0.0 if code_cov == "diagonal" else 0.8, abs=0.05)
+    # a type of many cells keeps (almost all of) its own covariance either way
+    big = dev[0] @ dev[0].T
+    np.testing.assert_allclose(big, np.cov(codes[labels == 0], rowvar=False), atol=0.05)
+
+
 def test_the_profile_given_beside_the_output_draws_the_same_counts_with_the_same_gradients():
     """``with_profile=True`` hands the count draw ρ itself: the draw it gives and the gradients through it
     are those of recovering ρ from the output (what any other generator's output goes through)."""

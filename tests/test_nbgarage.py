@@ -8,8 +8,8 @@ import torch
 from torch.nn import functional as F
 
 from cellsynth import models
-from cellsynth.models.nbgan import TypeGaussianNoise
 from cellsynth.models.nbgarage import SEED_CODES
+from cellsynth.models.type_noise import TypeGaussianNoise
 from cellsynth.train.adversarial import AdversarialPlan
 from cellsynth.train.checkpoint import read_training_state
 from tests.conftest import sigterm_at_step

@@ -47,6 +47,7 @@ from ..train.calibration import calibrate_means, expected_seconds
 from ..train.device import resolve_device
 from .cgan import CGAN, PARAMS
 from .registry import register
+from .type_noise import CODE_COV, TypeGaussianNoise, type_gaussians
 from .vae import NBVAE, NBVAENet, encode_means
 
 #: the nbvae parameters the ``ae`` mapping may set (the latent size and the decoder's widths are the
@@ -74,36 +75,6 @@ AE_STAGE = "autoencoder_stage"
 _UNUSED = ("input_space", "init_variation")
 
 
-class TypeGaussianNoise(nn.Module):
-    """``z' = mean[c] + dev[c] z``: the cgan's per-condition noise modulation with each type's deviation a
-    lower-triangular matrix (a full covariance: a type's codes are correlated) instead of a diagonal.
-
-    Several keys sum their mean embeddings (covariates start at zero); the deviation is the label's (soft
-    labels: the weighted matrices).
-    """
-
-    def __init__(self, sizes: Sequence[int], dim: int):
-        super().__init__()
-        self.dim = dim
-        self.mean = nn.ParameterList([nn.Parameter(torch.zeros(n, dim)) for n in sizes])
-        self.dev = nn.Parameter(torch.eye(dim).repeat(sizes[0], 1, 1))
-
-    def forward(self, z: torch.Tensor, weights: Sequence[torch.Tensor]) -> torch.Tensor:
-        mean = sum(w.to(z.dtype) @ m.to(z.dtype) for w, m in zip(weights, self.mean, strict=True))
-        dev = torch.tril(self.dev).to(z.dtype)
-        scaled = torch.einsum("lij,nj->nli", dev, z)  # each cell's noise through every type's matrix
-        return mean + (weights[0].to(z.dtype)[:, :, None] * scaled).sum(1)
-
-    @torch.no_grad()
-    def whiten(self, codes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The noise that :meth:`forward` turns into ``codes`` for cells of type ``labels``,
-        ``dev[c]⁻¹ (code − mean[c])`` (covariates' embeddings left out: they start at zero)."""
-        mean = self.mean[0][labels]
-        dev = torch.tril(self.dev)[labels]
-        rhs = (codes.to(dev.dtype) - mean)[:, :, None]
-        return torch.linalg.solve_triangular(dev, rhs, upper=False)[:, :, 0]
-
-
 class DecoderGenerator(nn.Module):
     """``z → z' = mean[c] + z ⊙ dev[c] → decoder → log1p(ρ · 1e4)``: the cgan's generator interface
     (``forward(z, weights) -> (x, pre)``, ``noise``, ``z_dim``, per-(type, gene) ``log_dispersion``)
@@ -115,6 +86,7 @@ class DecoderGenerator(nn.Module):
         super().__init__()
         self.z_dim = z_dim
         self.nonnegative = True
+        self.code_cov = "pooled"  # the shrinkage target of a type's code covariance (type_gaussians)
         self.gives_profile = True  # forward(..., with_profile=True) also returns ρ
         self.noise = TypeGaussianNoise(sizes, z_dim)
         # the decoder of NBVAENet(hidden reversed): its widths are ``hidden``
@@ -154,18 +126,7 @@ class DecoderGenerator(nn.Module):
         state = {k: v for k, v in autoencoder.state_dict().items() if not k.startswith("encoder.")}
         self.vae.load_state_dict(state)
         n_labels = self.noise.mean[0].shape[0]
-        mean = np.zeros((n_labels, self.z_dim))
-        chol = np.tile(np.eye(self.z_dim), (n_labels, 1, 1))
-        for c in range(n_labels):
-            rows = codes[labels == c]
-            if len(rows):
-                mean[c] = rows.mean(0)
-            if len(rows) > 1:
-                # the type's covariance, shrunk towards its diagonal where cells are few
-                cov = np.cov(rows, rowvar=False).reshape(self.z_dim, self.z_dim)
-                shrink = min(1.0, self.z_dim / len(rows))
-                cov = (1 - shrink) * cov + shrink * np.diag(np.diag(cov)) + 1e-6 * np.eye(self.z_dim)
-                chol[c] = np.linalg.cholesky(cov)
+        mean, chol = type_gaussians(codes, labels, n_labels, self.code_cov)
         self.noise.mean[0].copy_(torch.from_numpy(mean))
         self.noise.dev.copy_(torch.from_numpy(chol))
         for k in range(1, len(self.noise.mean)):
@@ -197,6 +158,9 @@ class NBGAN(CGAN):
               choices=AE_SELECTION),
         Param("calibrate", 6, "int", "rounds moving each type's mean log-expression onto its training "
               "cells' after training (0: off)", ge=0),
+        Param("code_cov", "pooled", "str", "each type's code covariance shrunk, where its cells are few, "
+              "towards its variances with every type's pooled correlations, or with none (diagonal)",
+              choices=CODE_COV),
         Param("calibrate_pool", 0, "int", "calibration: genes shrunk towards the mean step of this many "
               "bins of similar expression (0: towards zero)", ge=0),
     )  # fmt: skip
@@ -221,6 +185,7 @@ class NBGAN(CGAN):
         modules["generator"] = DecoderGenerator(
             n_genes, sizes, int(p["z_dim"]), p["g_hidden"], dispersion=self._learns_dispersion()
         )
+        modules["generator"].code_cov = p["code_cov"]
         return modules
 
     def _autoencoder(self) -> NBVAE:
