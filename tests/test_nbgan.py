@@ -77,8 +77,7 @@ def test_the_generator_starts_as_the_decoder_of_each_types_codes():
 def test_a_type_of_few_cells_keeps_its_variances_and_takes_the_pooled_correlations_when_told(code_cov):
     sizes, genes, z_dim = [3], 10, 4
     ae = NBVAENet(genes, sizes, z_dim, (8,), 0.0, per_label=True, zero_inflated=False)
-    gen = DecoderGenerator(genes, sizes, z_dim, (8,), dispersion=False)
-    gen.code_cov = code_cov
+    gen = DecoderGenerator(genes, sizes, z_dim, (8,), dispersion=False, code_cov=code_cov)
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1, 2], [500, 500, 4])  # type 2: as few cells as dimensions, shrunk all the way
     mix = np.array([[1, 0, 0, 0], [0.8, 0.6, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])  # dims 0 and 1: r = 0.8

@@ -81,12 +81,18 @@ class DecoderGenerator(nn.Module):
     around an nbvae's decoder (its encoder is not kept)."""
 
     def __init__(
-        self, n_genes: int, sizes: Sequence[int], z_dim: int, hidden: Sequence[int], dispersion: bool
+        self,
+        n_genes: int,
+        sizes: Sequence[int],
+        z_dim: int,
+        hidden: Sequence[int],
+        dispersion: bool,
+        code_cov: str = "pooled",
     ):
         super().__init__()
         self.z_dim = z_dim
         self.nonnegative = True
-        self.code_cov = "pooled"  # the shrinkage target of a type's code covariance (type_gaussians)
+        self.code_cov = code_cov  # the shrinkage target of a type's code covariance (type_gaussians)
         self.gives_profile = True  # forward(..., with_profile=True) also returns ρ
         self.noise = TypeGaussianNoise(sizes, z_dim)
         # the decoder of NBVAENet(hidden reversed): its widths are ``hidden``
@@ -183,9 +189,9 @@ class NBGAN(CGAN):
         modules = super()._build(sizes, n_genes)
         p = self.params
         modules["generator"] = DecoderGenerator(
-            n_genes, sizes, int(p["z_dim"]), p["g_hidden"], dispersion=self._learns_dispersion()
-        )
-        modules["generator"].code_cov = p["code_cov"]
+            n_genes, sizes, int(p["z_dim"]), p["g_hidden"], dispersion=self._learns_dispersion(),
+            code_cov=p["code_cov"],
+        )  # fmt: skip
         return modules
 
     def _autoencoder(self) -> NBVAE:
