@@ -52,33 +52,27 @@ def type_gaussians(
     ``codes`` (cells × dim) with types ``labels``; a type without cells keeps 0 and the identity.
 
     A type's sample covariance is shrunk by ``min(1, dim / cells)`` (all the way for ``dim`` cells or
-    fewer) towards its own variances with the correlations of every type's
-    cells pooled (``code_cov="pooled"``: a type's codes are correlated much as every type's are, and a few
-    dozen cells estimate variances far better than correlations) or with none (``"diagonal"``)."""
+    fewer) towards its own variances with the correlations of every type's cells pooled
+    (``code_cov="pooled"``: a type's codes are correlated much as every type's are, and a few dozen cells
+    estimate variances far better than correlations) or with none (``"diagonal"``)."""
     dim = codes.shape[1]
-    mean = np.zeros((n_labels, dim))
+    groups = [codes[labels == c] for c in range(n_labels)]
+    mean = np.array([g.mean(0) if len(g) else np.zeros(dim) for g in groups]).reshape(n_labels, dim)
     chol = np.tile(np.eye(dim), (n_labels, 1, 1))
-    covs = {c: np.cov(codes[labels == c], rowvar=False).reshape(dim, dim)
-            for c in range(n_labels) if (labels == c).sum() > 1}  # fmt: skip
-    corr = _pooled_correlation(covs, labels) if code_cov == "pooled" else None
-    for c in range(n_labels):
-        rows = codes[labels == c]
-        if len(rows):
-            mean[c] = rows.mean(0)
-        if len(rows) > 1:
-            var = np.diag(covs[c])
-            target = np.diag(var) if corr is None else np.sqrt(np.outer(var, var)) * corr
-            shrink = min(1.0, dim / len(rows))
-            cov = (1 - shrink) * covs[c] + shrink * target + 1e-6 * np.eye(dim)
-            chol[c] = np.linalg.cholesky(cov)
+    covs = {c: np.cov(g, rowvar=False).reshape(dim, dim) for c, g in enumerate(groups) if len(g) > 1}
+    corr = _pooled_correlation(covs, [len(g) for g in groups]) if code_cov == "pooled" else None
+    for c, cov in covs.items():
+        var = np.diag(cov)
+        target = np.diag(var) if corr is None else np.sqrt(np.outer(var, var)) * corr
+        shrink = min(1.0, dim / len(groups[c]))
+        chol[c] = np.linalg.cholesky((1 - shrink) * cov + shrink * target + 1e-6 * np.eye(dim))
     return mean, chol
 
 
-def _pooled_correlation(covs: dict[int, np.ndarray], labels: np.ndarray) -> np.ndarray:
+def _pooled_correlation(covs: dict[int, np.ndarray], cells: list[int]) -> np.ndarray:
     """The correlation matrix of the pooled within-type covariance (each type's ``covs[c]`` weighted by
-    its cells less one)."""
-    n = np.bincount(labels)
-    pooled = sum((n[c] - 1) * cov for c, cov in covs.items()) / max(sum(n[c] - 1 for c in covs), 1)
+    its ``cells[c]`` less one)."""
+    pooled = sum((cells[c] - 1) * cov for c, cov in covs.items()) / max(sum(cells[c] - 1 for c in covs), 1)
     sd = np.sqrt(np.maximum(np.diag(pooled), 1e-12))
     return pooled / sd[:, None] / sd[None, :]
 
