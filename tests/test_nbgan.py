@@ -366,3 +366,29 @@ def test_calibration_undoes_a_bias_in_each_types_mean_expression(counts_adata, m
     assert record["rounds"] == 4 and len(record["mean_abs_difference"]) == 4
     assert record["mean_abs_difference"][-1] < 0.5 * record["mean_abs_difference"][0]
     assert _type_mean_gap(on, counts_adata) < 0.5 * _type_mean_gap(off, counts_adata)
+
+
+def test_the_spread_term_is_kept_where_cells_vary_along_programs_and_travels_with_the_model(tmp_path):
+    """Cells of each type varying along shared expression programs: the decoder of a short fit spreads them
+    too little, the spread term tops that up, passes the forest's check, and is in the model file; without
+    ``spread`` the file holds no such tensors. nbgarage (whose samples come from its seed bank) has none."""
+    from safetensors import safe_open
+
+    from cellsynth.data.datasets import simulate
+
+    adata = simulate({"a": 300, "b": 200}, n_genes=100, programs=3, program_sd=0.8, seed=1)
+    fitted = models.get("nbgan", **TINY).fit(adata, label_key="cell_type", progress=False, seed=0)
+    record = fitted.fit_record["spread"]
+    assert record["kept"] and record["auc_with"] < record["auc_without"]
+    a = fitted.sample(n=60, seed=2)
+    fitted.save(tmp_path / "m")
+    again = models.load(tmp_path / "m")
+    assert again.modules["generator"].spread_on
+    assert (a.X != again.sample(n=60, seed=2).X).nnz == 0
+
+    off = models.get("nbgan", spread=False, **TINY).fit(adata, label_key="cell_type", progress=False, seed=0)
+    assert "spread" not in off.fit_record
+    off.save(tmp_path / "off")
+    with safe_open(str(tmp_path / "off" / "weights.safetensors"), framework="pt") as f:
+        assert not any("spread" in k for k in f.keys())
+    assert "spread" not in models.registry.param_spec("nbgarage").names

@@ -7,12 +7,17 @@ Two stages, the second the cgan's own adversarial training:
    inverse dispersion θ;
 2. the generator is that decoder, fed with the cgan's per-type noise modulation
    ``z' = mean[type] + dev[type] z`` (``dev`` a lower-triangular matrix per type,
-   :class:`TypeGaussianNoise`) started at each type's distribution of codes (the mean and covariance of
-   its cells' posterior means), with Poisson–log-normal counts of over-dispersion 1/θ —
-   a per-type Gaussian in the autoencoder's latent space, decoded. The cgan's adversarial training
-   (critic in a PCA of the cells, auxiliary classifier, per-type MMD, moment and zero-fraction matches,
-   label mixing, covariates) then fine-tunes all of it: the noise embeddings, the decoder and the
-   per-(type, gene) offsets and dispersions.
+   :class:`~cellsynth.models.type_noise.TypeGaussianNoise`) started at each type's distribution of codes
+   (the mean and covariance of its cells' posterior means), with Poisson–log-normal counts of
+   over-dispersion 1/θ — a per-type Gaussian in the autoencoder's latent space, decoded. The cgan's
+   adversarial training (critic in a PCA of the cells, auxiliary classifier, per-type MMD, moment and
+   zero-fraction matches, label mixing, covariates) then fine-tunes all of it: the noise embeddings, the
+   decoder and the per-(type, gene) offsets and dispersions.
+
+The kept state is then calibrated: each type's mean log-expression moved onto its training cells'
+(:mod:`~cellsynth.train.calibration`) and, with ``spread``, each type's spread along the training cells'
+leading principal axes topped up by a Gaussian term in the log-rates where a forest check says it helps
+(:mod:`~cellsynth.train.spread`).
 
 A likelihood model cannot be more realistic than its decoder; a GAN trained from scratch on a few
 hundred cells spends its budget finding what the decoder already knows and its critic overfits them.
@@ -33,7 +38,6 @@ state (so quality against training time starts before the adversarial stage does
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -45,9 +49,11 @@ from ..nn.blocks import one_hot_conditions
 from ..params import Param, ParamSpec
 from ..train.calibration import calibrate_means, expected_seconds
 from ..train.device import resolve_device
+from ..train.spread import calibrate_spread, leading_axes
 from .cgan import CGAN, PARAMS
+from .decoder_generator import DecoderGenerator
 from .registry import register
-from .type_noise import CODE_COV, TypeGaussianNoise, type_gaussians
+from .type_noise import CODE_COV
 from .vae import NBVAE, NBVAENet, encode_means
 
 #: the nbvae parameters the ``ae`` mapping may set (the latent size and the decoder's widths are the
@@ -68,78 +74,14 @@ AE_SELECTION = ("start", "nelbo")
 #: the most of a time budget reserved for the calibration (a short budget on a large dataset would
 #: otherwise leave the adversarial stage nothing); past the budget the calibration stops after a round
 RESERVE_SHARE = 0.1
+#: the spread term's steps, and the training cells it is fitted on at most
+SPREAD_ROUNDS = 2
+SPREAD_CELLS = 5000
 #: the key that marks a checkpoint written in the autoencoder's stage (its value: that stage's plan state)
 AE_STAGE = "autoencoder_stage"
 #: the cgan parameters that mean nothing here: the generator's input is normal noise of the latent's
 #: size, and it starts from the autoencoder, not from the data's within-type axes
 _UNUSED = ("input_space", "init_variation")
-
-
-class DecoderGenerator(nn.Module):
-    """``z → z' = mean[c] + z ⊙ dev[c] → decoder → log1p(ρ · 1e4)``: the cgan's generator interface
-    (``forward(z, weights) -> (x, pre)``, ``noise``, ``z_dim``, per-(type, gene) ``log_dispersion``)
-    around an nbvae's decoder (its encoder is not kept)."""
-
-    def __init__(
-        self,
-        n_genes: int,
-        sizes: Sequence[int],
-        z_dim: int,
-        hidden: Sequence[int],
-        dispersion: bool,
-        code_cov: str = "pooled",
-    ):
-        super().__init__()
-        self.z_dim = z_dim
-        self.nonnegative = True
-        self.code_cov = code_cov  # the shrinkage target of a type's code covariance (type_gaussians)
-        self.gives_profile = True  # forward(..., with_profile=True) also returns ρ
-        self.noise = TypeGaussianNoise(sizes, z_dim)
-        # the decoder of NBVAENet(hidden reversed): its widths are ``hidden``
-        self.vae = NBVAENet(
-            n_genes, sizes, z_dim, tuple(hidden)[::-1], 0.0, per_label=True, zero_inflated=False
-        )
-        del self.vae.encoder
-        self.log_dispersion = nn.Parameter(torch.full((sizes[0], n_genes), -2.0)) if dispersion else None
-
-    def marginal_parameters(self) -> list[nn.Parameter]:
-        """Per-(type, gene) parameters: the decoder's type offsets and the count draw's dispersion."""
-        extra = [] if self.log_dispersion is None else [self.log_dispersion]
-        return [self.vae.offset, *extra]
-
-    @torch.no_grad()
-    def shift_log_rate(self, delta: torch.Tensor) -> None:
-        """Add ``delta`` (types × genes) to each type's log-rates: its softmax offsets."""
-        self.vae.offset.add_(delta.to(self.vae.offset.device, self.vae.offset.dtype))
-
-    def dispersion(self, weights: Sequence[torch.Tensor]) -> torch.Tensor | None:
-        """cells × genes over-dispersion for cells with conditions ``weights`` (mixtures: geometric)."""
-        if self.log_dispersion is None:
-            return None
-        return torch.exp(weights[0].float() @ self.log_dispersion.float())
-
-    def forward(self, z: torch.Tensor, weights: Sequence[torch.Tensor], with_profile: bool = False):
-        """``(x, x)`` with ``x = log1p(ρ · 1e4)``; ``with_profile``: ``(x, x, ρ)``, so that a count draw
-        takes ρ as it is instead of recovering it from ``x`` (the same values and gradients, fewer
-        genes-wide operations)."""
-        x, rho = self.vae.profile_values(self.vae.decode(self.noise(z, weights), weights), weights)
-        return (x, x, rho) if with_profile else (x, x)
-
-    @torch.no_grad()
-    def start_from(self, autoencoder: NBVAENet, codes: np.ndarray, labels: np.ndarray) -> None:
-        """Take ``autoencoder``'s decoder, and start the noise of each type at its cells' ``codes``
-        (mean and deviation per dimension); covariates start neutral (the decoder sees them)."""
-        state = {k: v for k, v in autoencoder.state_dict().items() if not k.startswith("encoder.")}
-        self.vae.load_state_dict(state)
-        n_labels = self.noise.mean[0].shape[0]
-        mean, chol = type_gaussians(codes, labels, n_labels, self.code_cov)
-        self.noise.mean[0].copy_(torch.from_numpy(mean))
-        self.noise.dev.copy_(torch.from_numpy(chol))
-        for k in range(1, len(self.noise.mean)):
-            self.noise.mean[k].zero_()
-        if self.log_dispersion is not None:  # Poisson–log-normal of variance 1/θ: the NB's over-dispersion
-            theta = autoencoder.theta([torch.eye(n_labels)])
-            self.log_dispersion.copy_(-torch.log(theta).clamp(-7.0, 5.0))
 
 
 @register
@@ -167,6 +109,9 @@ class NBGAN(CGAN):
         Param("code_cov", "pooled", "str", "each type's code covariance shrunk, where its cells are few, "
               "towards its variances with every type's pooled correlations, or with none (diagonal)",
               choices=CODE_COV),
+        Param("spread", True, "bool", "after training, top up each type's spread along the training cells' "
+              "principal axes to theirs (a Gaussian term in the log-rates), kept only if a forest then tells "
+              "generated from training cells less well"),
         Param("calibrate_pool", 0, "int", "calibration: genes shrunk towards the mean step of this many "
               "bins of similar expression (0: towards zero)", ge=0),
     )  # fmt: skip
@@ -190,7 +135,7 @@ class NBGAN(CGAN):
         p = self.params
         modules["generator"] = DecoderGenerator(
             n_genes, sizes, int(p["z_dim"]), p["g_hidden"], dispersion=self._learns_dispersion(),
-            code_cov=p["code_cov"],
+            code_cov=p["code_cov"], spread=bool((self.fit_record or {}).get("spread", {}).get("kept")),
         )  # fmt: skip
         return modules
 
@@ -328,6 +273,8 @@ class NBGAN(CGAN):
         expected seconds (:func:`~cellsynth.train.calibration.expected_seconds`), at most RESERVE_SHARE of
         the budget (the rounds stop once it is spent); on a GPU it takes seconds: nothing."""
         rounds, budget = int(self.params["calibrate"]), self.params["max_minutes"]
+        if self.params.get("spread"):  # its steps and its check generate about as many cells as a round each
+            rounds += SPREAD_ROUNDS + 2
         if not rounds or budget is None or resolve_device(device) != "cpu":
             return 0.0
         expected = expected_seconds(self.modules["generator"], self._noise_fn(), data, rounds)
@@ -366,19 +313,25 @@ class NBGAN(CGAN):
             }
             self.fit_record["autoencoder_seconds"] = round(offset, 3)
 
+    def _noise(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        """Sampling noise: the latent's, and the spread term's columns once it is set."""
+        return torch.randn(n, self.modules["generator"].noise_width(), generator=gen)
+
     def _finish(self, plan, data, seed: int) -> None:
         """Mean calibration (:mod:`~cellsynth.train.calibration`) of the kept state, with the model's own
-        sampling noise and count draw, at the training cells' conditions and library sizes."""
+        sampling noise and count draw, at the training cells' conditions and library sizes; then, with
+        ``spread``, the spread term (:mod:`~cellsynth.train.spread`)."""
         rounds = int(self.params["calibrate"])
-        if not rounds or plan.observe is None or self.fit_record["stopped_because"] == "interrupted":
+        if plan.observe is None or self.fit_record["stopped_because"] == "interrupted":
             return
-        net, noise, started = self.modules["generator"], self._noise_fn(), time.perf_counter()
+        net, started = self.modules["generator"], time.perf_counter()
         dev = next(net.parameters()).device
         gen = torch.Generator(device=dev).manual_seed(seed + 7919)
 
         def generate(rows: np.ndarray) -> torch.Tensor:
             w = plan.as_given(one_hot_conditions(plan.codes_all[rows].to(dev), plan.sizes))
-            return plan.observed(net(noise(len(rows), gen, dev), w)[0], rows, w, net=net)[0]
+            z = torch.randn(len(rows), net.noise_width(), generator=gen, device=dev)
+            return plan.observed(net(z, w)[0], rows, w, net=net)[0]
 
         rows = np.sort(plan.train_rows)
         was = net.training
@@ -389,17 +342,39 @@ class NBGAN(CGAN):
         def spent() -> bool:  # at least one round, then none past the fit's budget
             return deadline is not None and time.monotonic() > deadline
 
-        trace = calibrate_means(
-            net.shift_log_rate, generate, moments_by_label(data, rows), rows, plan.codes_all[rows, 0].numpy(),
-            plan.sizes[0], data.n_genes, rounds, stop=spent, pool_bins=int(self.params["calibrate_pool"]),
-        )  # fmt: skip
+        if rounds:
+            trace = calibrate_means(
+                net.shift_log_rate, generate, moments_by_label(data, rows), rows,
+                plan.codes_all[rows, 0].numpy(), plan.sizes[0], data.n_genes, rounds, stop=spent,
+                pool_bins=int(self.params["calibrate_pool"]),
+            )  # fmt: skip
+            self.fit_record["calibration"] = {
+                "rounds": len(trace),
+                "mean_abs_difference": [round(v, 5) for v in trace],
+                "seconds": round(time.perf_counter() - started, 3),
+                "reserved_seconds": round(self._calibration_reserve, 3),
+            }
+        if self.params.get("spread"):
+            self.fit_record["spread"] = self._calibrate_spread(net, generate, data, rows, plan, seed)
         net.train(was)
-        self.fit_record["calibration"] = {
-            "rounds": len(trace),
-            "mean_abs_difference": [round(v, 5) for v in trace],
-            "seconds": round(time.perf_counter() - started, 3),
-            "reserved_seconds": round(self._calibration_reserve, 3),
-        }
+
+    def _calibrate_spread(self, net: DecoderGenerator, generate, data, rows, plan, seed: int) -> dict:
+        """Fit the spread term on (at most SPREAD_CELLS of) the training cells; its record."""
+        started = time.perf_counter()
+        rng = np.random.default_rng(seed + 104729)
+        if len(rows) > SPREAD_CELLS:
+            rows = np.sort(rng.choice(rows, SPREAD_CELLS, replace=False))
+        real = data.dense_rows(rows)
+        axes = leading_axes(real, data.preprocessing.representation, seed)
+
+        def set_term(factors):
+            net.set_spread(axes[1], factors)
+
+        record = calibrate_spread(
+            generate, set_term, real, axes, rows, plan.codes_all[rows, 0].numpy(),
+            plan.sizes[0], SPREAD_ROUNDS, seed,
+        )  # fmt: skip
+        return record | {"seconds": round(time.perf_counter() - started, 3)}
 
 
 class _InterruptedInAutoencoder(Exception):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..params import ParamSpec
 from .garage import GARAGE, SEEDING_PARAMS, SeedBank
 from .nbgan import NBGAN
 from .registry import register
@@ -32,7 +33,8 @@ class NBGARAGE(GARAGE, NBGAN):
     """nbgan with GARAGE's graph-attention seed cells as latent codes in its input batch."""
 
     name = "nbgarage"
-    param_spec = NBGAN.param_spec.extend(*SEEDING_PARAMS)
+    # no spread term: its samples come from the seed bank's inputs, which do not draw it
+    param_spec = ParamSpec([p for p in NBGAN.param_spec if p.name != "spread"]).extend(*SEEDING_PARAMS)
     _seed_rows: np.ndarray | None = None
 
     def _seed_inputs(self, bank: SeedBank, data, coords, rows) -> None:  # noqa: ARG002
