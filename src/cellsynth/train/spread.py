@@ -142,22 +142,24 @@ def calibrate_spread(
                                if cells[c]])  # fmt: skip
     gen_labels = np.concatenate([np.full(max(cells[c], MIN_CELLS), c) for c in range(n_types) if cells[c]])
 
-    def values(which: np.ndarray) -> np.ndarray:
-        out = [generate(which[s : s + CHUNK]).double().cpu().numpy() for s in range(0, len(which), CHUNK)]
-        return np.concatenate(out)
+    genes = np.flatnonzero(np.abs(components).sum(0) > 0)
+
+    def generated(which: np.ndarray, keep: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """``keep`` of the cells generated for rows ``which``, a chunk at a time (only a chunk is dense)."""
+        chunks = (generate(which[s : s + CHUNK]).double().cpu().numpy() for s in range(0, len(which), CHUNK))
+        return np.concatenate([keep(x) for x in chunks])
 
     cov = np.zeros((n_types, rank, rank))
     for _ in range(rounds):
-        gen_cov = type_covariances((values(gen_rows) - mean) @ components.T, gen_labels, n_types)
-        cov = top_up(cov, real_cov, gen_cov, cells)
+        scores = generated(gen_rows, lambda x: (x - mean) @ components.T)
+        cov = top_up(cov, real_cov, type_covariances(scores, gen_labels, n_types), cells)
         set_term(cholesky_factors(cov))
     # the check: the benchmark's detector with the training cells as the real side, with the term and without
     rng = np.random.default_rng(seed)
     take = np.sort(rng.permutation(len(rows))[:CHECK_CELLS])
-    genes = np.flatnonzero(np.abs(components).sum(0) > 0)
-    with_term = union_pca_auc(real[take][:, genes], values(rows[take])[:, genes], seed)
+    with_term = union_pca_auc(real[take][:, genes], generated(rows[take], lambda x: x[:, genes]), seed)
     set_term(None)
-    without = union_pca_auc(real[take][:, genes], values(rows[take])[:, genes], seed)
+    without = union_pca_auc(real[take][:, genes], generated(rows[take], lambda x: x[:, genes]), seed)
     kept = with_term < without
     if kept:
         set_term(cholesky_factors(cov))
