@@ -45,7 +45,6 @@ class DecoderGenerator(nn.Module):
         self.log_dispersion = nn.Parameter(torch.full((sizes[0], n_genes), -2.0)) if dispersion else None
         # the spread term (train.spread): the training cells' principal axes and each type's factor along
         # them; tensors only while it is set (``spread``: set, to be loaded), so a model without one has none
-        self.spread_on = False
         if spread:
             self._spread_tensors(
                 torch.zeros(SPREAD_RANK, n_genes), torch.zeros(sizes[0], SPREAD_RANK, SPREAD_RANK)
@@ -81,6 +80,11 @@ class DecoderGenerator(nn.Module):
         x, rho = PROFILE_VALUES(logits)
         return (x, x, rho) if with_profile else (x, x)
 
+    @property
+    def spread_on(self) -> bool:
+        """Whether the spread term is set (its tensors exist)."""
+        return "spread_factors" in self._buffers
+
     def noise_width(self) -> int:
         """Columns of the noise to sample with: ``z_dim``, and the spread term's once it is set."""
         return self.z_dim + (SPREAD_RANK if self.spread_on else 0)
@@ -91,7 +95,6 @@ class DecoderGenerator(nn.Module):
         if factors is None:
             if self.spread_on:
                 del self.spread_axes, self.spread_factors
-            self.spread_on = False
             return
         self._spread_tensors(torch.as_tensor(np.asarray(axes)), torch.as_tensor(np.asarray(factors)))
 
@@ -99,7 +102,6 @@ class DecoderGenerator(nn.Module):
         device = self.vae.offset.device
         self.register_buffer("spread_axes", axes.T.to(device, torch.float32).contiguous())
         self.register_buffer("spread_factors", factors.to(device, torch.float32).contiguous())
-        self.spread_on = True
 
     @torch.no_grad()
     def start_from(self, autoencoder: NBVAENet, codes: np.ndarray, labels: np.ndarray) -> None:
