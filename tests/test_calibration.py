@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cellsynth.train.calibration import calibrate_means, type_moments
+from cellsynth.train.calibration import RATE_GENES_BELOW, calibrate_means, rate_targets, type_moments
 
 N_TYPES, N_GENES = 3, 40
 SIZES = (300, 150, 5)  # the last type rare: its noisy means get a shrunk step
@@ -92,3 +92,69 @@ def test_an_error_shared_by_rarely_detected_genes_is_kept_when_steps_are_pooled_
         d = (offset.numpy() - truth)[0]
         errors[bins] = abs(d[rare].mean() - d[~rare].mean())  # the rare genes' shared error left
     assert errors[10] < 0.3 * np.log(2.0) < errors[0]
+
+
+def _rare_world(seed: int):
+    """One type, 60 cells: 50 abundant genes and 1,450 rare ones (log-rates spread around −5), generated
+    with every rare gene's rate a factor 2 too low."""
+    rng = np.random.default_rng(seed)
+    n_cells, n_genes, library = 60, 1500, 3000.0
+    labels = np.zeros(n_cells, dtype=np.int64)
+    rare = np.arange(n_genes) >= 50
+    truth = np.where(rare, rng.normal(-5.0, 0.7, n_genes), 2.0)[None, :]
+    profile = np.exp(truth) / np.exp(truth).sum(1, keepdims=True)
+    counts = rng.poisson(profile[labels] * library)
+    x_real = torch.from_numpy(np.log1p(counts / library * 1e4))
+    offset = torch.from_numpy(truth - np.log(2.0) * rare)
+    gen = torch.Generator().manual_seed(seed)
+
+    def generate(rows):
+        rho = torch.softmax(offset[labels[rows]], 1)
+        x = torch.log1p(torch.poisson(rho * library, generator=gen) / library * 1e4)
+        return x, rho * library
+
+    real = type_moments(lambda r: x_real[r], np.arange(n_cells), labels, 1, n_genes)
+    return labels, counts, truth, rare, offset, generate, real
+
+
+def test_rare_genes_are_moved_onto_an_empirical_bayes_estimate_of_their_rates():
+    """The shared factor 2 is removed, and each rare gene's rate ends nearer its true rate than its own
+    training counts would put it (the posterior keeps the bin's ratio where a gene has few counts)."""
+    labels, counts, truth, rare, offset, generate, real = _rare_world(5)
+    n_cells, n_genes = counts.shape
+    calibrate_means(
+        offset.add_, generate, real, np.arange(n_cells), labels, 1, n_genes, rounds=4,
+        rates=counts.mean(0, keepdims=True).astype(np.float64),
+    )  # fmt: skip
+    d = (offset.numpy() - truth)[0]
+    d -= d[~rare].mean()  # the softmax's free constant
+    assert abs(d[rare].mean()) < 0.15 * np.log(2.0)
+    # the raw training counts' log-rates, relative to the abundant genes' (pseudo-count 0.5)
+    raw = np.log(counts.sum(0) + 0.5) - truth[0]
+    raw -= raw[~rare].mean()
+    assert np.sqrt(np.mean(d[rare] ** 2)) < 0.7 * np.sqrt(np.mean(raw[rare] ** 2))
+
+
+def test_without_rates_the_rare_genes_stay_low():
+    labels, counts, truth, rare, offset, generate, real = _rare_world(5)
+    n_cells, n_genes = counts.shape
+    calibrate_means(offset.add_, generate, real, np.arange(n_cells), labels, 1, n_genes, rounds=4)
+    d = (offset.numpy() - truth)[0]
+    assert d[rare].mean() - d[~rare].mean() < -0.5 * np.log(2.0)
+
+
+def test_rate_targets_follow_a_genes_counts_as_they_grow_and_leave_abundant_genes_and_missing_types():
+    n = np.array([100, 0])
+    expected = np.full((2, 400), 0.01)  # one count per 100 cells expected of every gene
+    expected[:, :5] = 5.0  # abundant: no target
+    real = np.full((2, 400), 0.02)  # the bin: twice the expected counts
+    real[0, 5] = 0.0  # a gene never seen: the bin's prior, pulled down by a zero count
+    real[0, 6] = 1.0  # a gene seen 100 times: its own counts
+    target = rate_targets(real, expected, n)
+    assert np.isnan(target[0, :5]).all() and np.isnan(target[1]).all()
+    assert (expected[0, 5:] < RATE_GENES_BELOW).all() and np.isfinite(target[0, 5:]).all()
+    # a bin away from the two odd genes: ratio (k + a) / (E + a / r), k = 2, E = 1, r ≈ 2 → 2
+    np.testing.assert_allclose(target[0, -50:], 0.02, rtol=0.02)
+    assert 0 < target[0, 5] < target[0, 7]  # no counts: below its bin-mates with 2 each
+    # 100 counts where the model expects 1: most of the way there on the log scale, short of the counts
+    assert 0.3 < target[0, 6] < 1.0

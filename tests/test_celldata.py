@@ -169,3 +169,15 @@ def test_a_counts_layer_is_found_only_beside_a_matrix_without_counts(counts_adat
     np.testing.assert_array_equal(swapped.X.toarray(), counts_adata.X.toarray())
     del cells.layers["raw_counts"]
     assert counts_layer(cells) is None
+
+
+def test_count_means_by_label_undo_the_normalisation(counts_adata):
+    from cellsynth.data.stats import count_means_by_label
+
+    data = CellData.from_anndata(counts_adata, label_key="cell_type")
+    rows = np.arange(10, 500)
+    raw = counts_adata.X.toarray()[:, data.preprocessing.train_genes]
+    means = count_means_by_label(data, rows)
+    for c, name in enumerate(data.label.categories):
+        part = raw[rows][counts_adata.obs["cell_type"].astype(str).to_numpy()[rows] == name]
+        np.testing.assert_allclose(means[c], part.mean(0), rtol=1e-4, atol=1e-5)

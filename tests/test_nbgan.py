@@ -10,6 +10,7 @@ import torch
 from torch.nn import functional as F
 
 from cellsynth import models
+from cellsynth.data import CellData
 from cellsynth.errors import InputError
 from cellsynth.models.nbgan import AE_STAGE, DecoderGenerator
 from cellsynth.models.vae import NBVAENet
@@ -366,6 +367,37 @@ def test_calibration_undoes_a_bias_in_each_types_mean_expression(counts_adata, m
     assert record["rounds"] == 4 and len(record["mean_abs_difference"]) == 4
     assert record["mean_abs_difference"][-1] < 0.5 * record["mean_abs_difference"][0]
     assert _type_mean_gap(on, counts_adata) < 0.5 * _type_mean_gap(off, counts_adata)
+
+
+def test_rarely_expressed_genes_are_calibrated_in_rates_at_the_cells_library_sizes(counts_adata, monkeypatch):
+    """Each type's genes of fewer than 0.6 counts per cell started at a fifth of their rates: the rate
+    calibration (expected counts = profile × each training cell's library) brings their counts back."""
+    data = CellData.from_anndata(counts_adata, label_key="cell_type")
+    X = counts_adata.X.toarray()[:, data.preprocessing.train_genes]
+    labels = counts_adata.obs["cell_type"].astype(str).to_numpy()
+    means = np.stack([X[labels == t].mean(0) for t in data.label.categories])
+    low = means < 0.6
+    start_from = DecoderGenerator.start_from
+
+    def lowered(self, *args, **kwargs):
+        start_from(self, *args, **kwargs)
+        with torch.no_grad():
+            self.vae.offset[torch.from_numpy(low)] -= float(np.log(5.0))
+
+    monkeypatch.setattr(DecoderGenerator, "start_from", lowered)
+    request = {t: 4 * int((labels == t).sum()) for t in data.label.categories}
+    ratio = {}
+    for rates in (False, True):
+        kw = {**TINY, "epochs": 1}
+        model = models.get("nbgan", **kw, calibrate=4, spread=False, calibrate_rates=rates)
+        model.fit(counts_adata, label_key="cell_type", progress=False)
+        syn = model.sample(per_type=request, seed=3)
+        S = syn.X.toarray()[:, data.preprocessing.train_genes]
+        syn_labels = syn.obs["cell_type"].astype(str).to_numpy()
+        gen = np.stack([S[syn_labels == t].mean(0) for t in data.label.categories])
+        ratio[rates] = gen[low].sum() / means[low].sum()
+    assert 0.85 < ratio[True] < 1.15
+    assert abs(np.log(ratio[True])) < abs(np.log(ratio[False]))
 
 
 def test_the_spread_term_is_kept_where_cells_vary_along_programs_and_travels_with_the_model(tmp_path):

@@ -94,6 +94,19 @@ def moments_by_label(data: CellData, rows: np.ndarray) -> tuple[np.ndarray, np.n
     return mean.astype(np.float32), np.maximum(sq - mean**2, 0).astype(np.float32)
 
 
+def count_means_by_label(data: CellData, rows: np.ndarray) -> np.ndarray:
+    """labels × genes mean counts per cell among ``rows`` of count input (the training representation's
+    normalisation undone: ``expm1(x) / scale``; sparse sums)."""
+    if data.scale is None:
+        raise ValueError("count means need count input (the cells' normalisation factors)")
+    X = data.X[rows]
+    X = sp.csr_matrix(X if sp.issparse(X) else np.asarray(X), dtype=np.float64)
+    X.data = np.expm1(X.data)
+    counts = sp.diags(1.0 / np.asarray(data.scale[rows], dtype=np.float64)) @ X
+    onehot, n = label_indicator(data, rows)
+    return np.asarray((onehot @ counts).todense()) / n[:, None]
+
+
 def principal_axes(
     data: CellData,
     rows: np.ndarray,

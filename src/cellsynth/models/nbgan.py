@@ -37,13 +37,14 @@ state (so quality against training time starts before the adversarial stage does
 
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..data.stats import moments_by_label
+from ..data.stats import count_means_by_label, moments_by_label
 from ..errors import InputError
 from ..nn.blocks import one_hot_conditions
 from ..params import Param, ParamSpec
@@ -112,6 +113,8 @@ class NBGAN(CGAN):
         Param("spread", True, "bool", "after training, top up each type's spread along the training cells' "
               "principal axes to theirs (a Gaussian term in the log-rates), kept only if a forest then tells "
               "generated from training cells less well"),
+        Param("calibrate_rates", True, "bool", "calibration: the genes a type is expected to hold fewer than "
+              "0.3 counts per cell of moved onto an empirical-Bayes estimate of their training rates"),
         Param("calibrate_pool", 0, "int", "calibration: genes shrunk towards the mean step of this many "
               "bins of similar expression (0: towards zero)", ge=0),
     )  # fmt: skip
@@ -328,10 +331,14 @@ class NBGAN(CGAN):
         dev = next(net.parameters()).device
         gen = torch.Generator(device=dev).manual_seed(seed + 7919)
 
-        def generate(rows: np.ndarray) -> torch.Tensor:
+        def generate(rows: np.ndarray, expected: bool = False):
+            """Cells generated for training ``rows`` as the critic sees them; ``expected``: with their
+            expected counts (profile × library)."""
             w = plan.as_given(one_hot_conditions(plan.codes_all[rows].to(dev), plan.sizes))
             z = torch.randn(len(rows), net.noise_width(), generator=gen, device=dev)
-            return plan.observed(net(z, w)[0], rows, w, net=net)[0]
+            x, _, rho = net(z, w, with_profile=True)
+            seen = plan.observed(x, rows, w, expected=rho, net=net)[0]
+            return (seen, rho * plan.library_all[rows].to(dev)[:, None]) if expected else seen
 
         rows = np.sort(plan.train_rows)
         was = net.training
@@ -343,10 +350,11 @@ class NBGAN(CGAN):
             return deadline is not None and time.monotonic() > deadline
 
         if rounds:
+            rates = count_means_by_label(data, rows) if self.params["calibrate_rates"] else None
             trace = calibrate_means(
-                net.shift_log_rate, generate, moments_by_label(data, rows), rows,
-                plan.codes_all[rows, 0].numpy(), plan.sizes[0], data.n_genes, rounds, stop=spent,
-                pool_bins=int(self.params["calibrate_pool"]),
+                net.shift_log_rate, functools.partial(generate, expected=rates is not None),
+                moments_by_label(data, rows), rows, plan.codes_all[rows, 0].numpy(), plan.sizes[0],
+                data.n_genes, rounds, stop=spent, pool_bins=int(self.params["calibrate_pool"]), rates=rates,
             )  # fmt: skip
             self.fit_record["calibration"] = {
                 "rounds": len(trace),
