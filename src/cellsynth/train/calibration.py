@@ -21,17 +21,17 @@ number of rounds, each one:
 The shrinkage keeps calibration from replacing a small systematic error with sampling noise: where the
 two means agree within their noise, the offsets do not move.
 
-Rarely expressed genes (``rates``): a gene's mean log-expression tells little where a type's cells hold
-a handful of its counts, and each such gene's difference stays within its noise, so the steps above
-leave it where training left it, which on Baron mouse pancreas is 0.4× its training rate for genes of 1–3
-counts per 1,000 cells. Where the model expects fewer than ``RATE_GENES_BELOW`` counts per cell of a gene
-in a type, the gene's expected counts are moved, in every round, onto an empirical-Bayes target fixed in
-the first one: per type, the genes binned by the model's expected counts ``E``, each bin's ratio of the
-training cells' counts ``k`` to ``E`` taken as the prior's mean ``r`` (a bin pools hundreds of genes, so
-the shared error is estimated with little noise), and each gene's ratio the gamma–Poisson posterior mean
-``(k + a) / (E + a / r)`` with ``a = RATE_PRIOR`` pseudo-counts (a gene with a few counts keeps most of
-the prior; one with dozens follows its own counts). The target is fixed in the first round, since a
-posterior recomputed about the moved rates would drift to the raw counts.
+Rarely expressed genes (``rates``): a gene's mean log-expression tells little where a type's cells hold a
+handful of its counts, and each such gene's difference stays within its noise, so the steps above leave it
+where training left it, which can be well under its training rate (docs/benchmarks.md, "Rarely expressed
+genes calibrated in rates"). Where the model expects fewer than ``RATE_GENES_BELOW`` counts per cell of a
+gene in a type, the gene's expected counts are moved, in every round, onto an empirical-Bayes target fixed
+in the first one: per type, the genes binned by the model's expected counts ``E``, each bin's ratio of the
+training cells' counts ``k`` to ``E`` taken as the prior's mean ``r`` (a bin pools hundreds of genes, so the
+shared error is estimated with little noise), and each gene's ratio the gamma–Poisson posterior mean ``(k +
+a) / (E + a / r)`` with ``a = RATE_PRIOR`` pseudo-counts (a gene with a few counts keeps most of the prior;
+one with dozens follows its own counts). The target is fixed in the first round, since a posterior
+recomputed about the moved rates would drift to the raw counts.
 
 Only means move: the model's co-expression (which cells are high in which genes together) is untouched.
 The statistics used are per-type gene means of the training cells, the same kind as the model's
