@@ -28,9 +28,9 @@ genes calibrated in rates"). Where the model expects fewer than ``RATE_GENES_BEL
 gene in a type, the gene's expected counts are moved, in every round, onto an empirical-Bayes target fixed
 in the first one: per type, the genes binned by the model's expected counts ``E``, each bin's ratio of the
 training cells' counts ``k`` to ``E`` taken as the prior's mean ``r`` (a bin pools hundreds of genes, so the
-shared error is estimated with little noise), and each gene's ratio the gamma–Poisson posterior mean ``(k +
-a) / (E + a / r)`` with ``a = RATE_PRIOR`` pseudo-counts (a gene with a few counts keeps most of the prior;
-one with dozens follows its own counts). The target is fixed in the first round, since a posterior
+shared error is estimated with little noise), and each gene's ratio the gamma–Poisson posterior mean
+``(k + a) / (E + a / r)`` with ``a = RATE_PRIOR`` pseudo-counts (a gene with a few counts keeps most of
+the prior; one with dozens follows its own counts). The target is fixed in the first round, since a posterior
 recomputed about the moved rates would drift to the raw counts.
 
 Only means move: the model's co-expression (which cells are high in which genes together) is untouched.
