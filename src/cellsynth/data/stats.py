@@ -84,10 +84,15 @@ def zero_fraction_by_label(data: CellData, rows: np.ndarray) -> np.ndarray:
     return (1.0 - frac_nonzero).astype(np.float32)
 
 
+def _csr_rows(data: CellData, rows: np.ndarray) -> sp.csr_matrix:
+    """The training representation of ``rows`` as a float64 CSR matrix (a dense input converted)."""
+    X = data.X[rows]
+    return sp.csr_matrix(X if sp.issparse(X) else np.asarray(X), dtype=np.float64)
+
+
 def moments_by_label(data: CellData, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """labels × genes mean and variance of the training representation among ``rows`` (sparse sums)."""
-    X = data.X[rows]
-    X = sp.csr_matrix(X if sp.issparse(X) else np.asarray(X), dtype=np.float64)
+    X = _csr_rows(data, rows)
     onehot, n = label_indicator(data, rows)
     mean = np.asarray((onehot @ X).todense()) / n[:, None]
     sq = np.asarray((onehot @ X.multiply(X)).todense()) / n[:, None]
@@ -99,8 +104,7 @@ def count_means_by_label(data: CellData, rows: np.ndarray) -> np.ndarray:
     normalisation undone: ``expm1(x) / scale``; sparse sums)."""
     if data.scale is None:
         raise ValueError("count means need count input (the cells' normalisation factors)")
-    X = data.X[rows]
-    X = sp.csr_matrix(X if sp.issparse(X) else np.asarray(X), dtype=np.float64)
+    X = _csr_rows(data, rows)
     X.data = np.expm1(X.data)
     counts = sp.diags(1.0 / np.asarray(data.scale[rows], dtype=np.float64)) @ X
     onehot, n = label_indicator(data, rows)
