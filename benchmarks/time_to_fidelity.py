@@ -257,7 +257,7 @@ def selection(trace: list[dict]) -> dict[str, dict]:
 
     frame = pd.DataFrame(trace)
     out = {}
-    for column in [c for c in frame.columns if c.startswith("val_")]:
+    for column in [c for c in frame.columns if c.startswith("val_") and not c.endswith("_sd")]:  # not noises
         part = frame.dropna(subset=[column])
         if len(part) < 2:
             continue

@@ -393,3 +393,18 @@ def test_a_cgan_trains_on_the_stored_views_of_its_real_cells(monkeypatch):
     assert seen and all(a and b for a, b in seen)  # no real batch densified or projected in a step
     assert all(np.isfinite(r["d_loss"]) and np.isfinite(r["g_loss"]) for r in model.history)
     assert model.sample(n=20, seed=0).n_obs == 20
+
+
+def test_the_mmd_noise_is_the_spread_of_the_estimate_between_two_samples_of_one_distribution():
+    import torch
+
+    from cellsynth.metrics.distribution import mmd_rbf, mmd_rbf_noise
+
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(80, 6, generator=gen), torch.randn(90, 6, generator=gen) + 0.5
+    value, noise = mmd_rbf_noise(x, y)
+    assert value == pytest.approx(mmd_rbf(x, y), rel=1e-9) and value > 5 * noise  # a real difference
+    pairs = [(torch.randn(80, 6, generator=gen), torch.randn(90, 6, generator=gen)) for _ in range(120)]
+    spread = np.std([mmd_rbf(a, b) for a, b in pairs])
+    noises = [mmd_rbf_noise(a, b, seed=i)[1] for i, (a, b) in enumerate(pairs[:20])]
+    assert np.mean(noises) == pytest.approx(spread, rel=0.3)

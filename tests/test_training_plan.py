@@ -334,6 +334,39 @@ def test_keep_decides_between_the_best_validated_state_and_the_final_one(keep, m
         assert result.stopped_because == "epochs" and len(validated) == 6 and same
 
 
+@pytest.mark.parametrize("tolerance", [0.0, 1.0])
+def test_a_score_within_its_noise_of_the_best_keeps_the_later_state_but_is_not_progress(
+    tolerance, monkeypatch
+):
+    import torch
+
+    from cellsynth.data.celldata import CellData
+    from cellsynth.data.datasets import simulate
+    from cellsynth.models.vae import NBVAENet
+    from cellsynth.train.likelihood import LikelihoodPlan, LikelihoodSettings
+
+    # noise SD 1: 4.5 and 4.8 are tied with 5.0 (and with each other); 4.5 beats 5.0 only without tolerance
+    scores = iter([5.0, 4.5, 4.8, 4.6, 4.7, 4.9, 4.4, 4.3])
+    monkeypatch.setattr(
+        LikelihoodPlan, "validation_scores", lambda self: {"val_nelbo": next(scores), "val_nelbo_sd": 1.0}
+    )
+    data = CellData.from_anndata(simulate({"a": 60, "b": 60}, n_genes=20, seed=0), label_key="cell_type")
+    torch.manual_seed(0)
+    net = NBVAENet(data.n_genes, [2], 4, (16,), 0.0, per_label=True, zero_inflated=False)
+    s = LikelihoodSettings(epochs=8, batch_size=32, val_every_steps=1, patience=2, val_tolerance=tolerance)
+    plan = LikelihoodPlan(net, s, device="cpu", seed=0, progress=False)
+    result = plan.fit(data)
+    final = plan.sampling_module().state_dict()
+    same = all(torch.equal(result.generator_state[k], final[k]) for k in final)
+    validated = [r["val_nelbo"] for r in result.history if "val_nelbo" in r]
+    assert result.stopped_because == "early stopping"
+    if tolerance:  # no score beats 5.0 by more than its noise: stopped at the third, which is kept (tied)
+        assert validated == [5.0, 4.5, 4.8] and same
+    else:  # 4.5 is the lowest; the two after it are worse: stopped at the fourth, the second kept
+        assert validated == [5.0, 4.5, 4.8, 4.6] and not same
+        assert result.best_val_mmd == 4.5
+
+
 @pytest.mark.parametrize("warmup", [0, 5])
 def test_critic_warmup_trains_the_critic_alone_for_its_first_steps(counts_adata, monkeypatch, warmup):
     calls: list[str] = []

@@ -38,18 +38,24 @@ def mmd2(
         raise ValueError("MMD needs at least two cells on each side")
     if paired and n != m:
         raise ValueError(f"paired MMD needs as many cells on each side, got {n} and {m}")
-    z = torch.cat([x, y])
-    d2 = torch.cdist(z, z).pow(2)
-    off = ~torch.eye(n + m, dtype=torch.bool, device=z.device)
-    med2 = d2.detach()[off].median().clamp_min(1e-12)
-    k = sum(torch.exp(-d2 / (2 * (s * s) * med2)) for s in scales)
+    k = _pooled_kernel(torch.cat([x, y]), scales)
     if cond_x is not None and cond_y is not None:
         c = torch.cat([cond_x, cond_y]).to(k.dtype)
         k = k * (c @ c.T)
-    k = k * off  # unbiased: no self-similarities
     cross = k[:n, n:]
     cross = (cross.sum() - cross.diagonal().sum()) / (n * (n - 1)) if paired else cross.mean()
     return k[:n, :n].sum() / (n * (n - 1)) + k[n:, n:].sum() / (m * (m - 1)) - 2 * cross
+
+
+def _pooled_kernel(z: torch.Tensor, scales: Sequence[float]) -> torch.Tensor:
+    """The sum of RBF kernels between the rows of ``z`` at ``scales`` × their median pairwise distance
+    (treated as a constant), with a zero diagonal (no self-similarities: the unbiased estimate)."""
+    import torch
+
+    d2 = torch.cdist(z, z).pow(2)
+    off = ~torch.eye(len(z), dtype=torch.bool, device=z.device)
+    med2 = d2.detach()[off].median().clamp_min(1e-12)
+    return sum(torch.exp(-d2 / (2 * (s * s) * med2)) for s in scales) * off
 
 
 def mmd_rbf(
@@ -64,6 +70,40 @@ def mmd_rbf(
     median-heuristic kernel barely separates real cells from a gene-independent fit in PCA space.
     """
     return float(mmd2(x.double(), y.double(), scales=scales))
+
+
+def mmd_rbf_noise(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    draws: int = 32,
+    seed: int = 0,
+    scales: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0),
+) -> tuple[float, float]:
+    """:func:`mmd_rbf` and its noise: the standard deviation of the same estimate over ``draws`` random
+    splits of the pooled cells into sets of the same two sizes (a permutation null, seeded by ``seed``).
+
+    Two sets from one distribution give estimates of about that spread around zero; a difference between
+    two estimates much smaller than it is not evidence that one set is closer to the reference.
+    """
+    import torch
+
+    n, m = len(x), len(y)
+    if n < 2 or m < 2:
+        raise ValueError("MMD needs at least two cells on each side")
+    k = _pooled_kernel(torch.cat([x.double(), y.double()]), scales)
+    gen = torch.Generator().manual_seed(int(seed))
+    # column 0: the observed split; the others: random splits of the pooled cells
+    order = torch.stack(
+        [torch.arange(n + m)] + [torch.randperm(n + m, generator=gen) for _ in range(draws)], 1
+    )
+    a = (order < n).to(k.dtype).to(k.device)  # membership of the first set, one column per split
+    b = 1 - a
+    ka = k @ a
+    within_a, cross = (a * ka).sum(0), (b * ka).sum(0)
+    within_b = (b * (k @ b)).sum(0)
+    est = within_a / (n * (n - 1)) + within_b / (m * (m - 1)) - 2 * cross / (n * m)
+    return float(est[0]), float(est[1:].std()) if draws > 1 else 0.0
 
 
 # ----------------------------------------------------------------------------------------- metrics

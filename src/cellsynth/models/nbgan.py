@@ -58,14 +58,15 @@ from .type_noise import CODE_COV
 from .vae import NBVAE, NBVAENet, encode_means
 
 #: the nbvae parameters the ``ae`` mapping may set (the latent size and the decoder's widths are the
-#: nbgan's own ``z_dim`` and ``g_hidden``; the budget and the held-out cells are shared)
+#: nbgan's own ``z_dim`` and ``g_hidden``; the budget, the held-out cells and the validation's tolerance
+#: are shared)
 AE_OPTIONS = tuple(
     p.name
     for p in NBVAE.param_spec
     if p.name
     not in (
         "z_dim", "hidden", "dispersion", "zero_inflated", "max_minutes", "val_fraction", "val_min_cells",
-        "checkpoint_minutes",
+        "checkpoint_minutes", "val_tolerance",
     )
 )  # fmt: skip
 #: how the autoencoder's kept state is chosen (``ae_selection``): the validation score of the start it gives
@@ -145,7 +146,7 @@ class NBGAN(CGAN):
     def _autoencoder(self) -> NBVAE:
         p = self.params
         ae = {**p["ae"], "z_dim": p["z_dim"], "hidden": tuple(p["g_hidden"])[::-1]}
-        for k in ("val_fraction", "val_min_cells", "checkpoint_minutes"):
+        for k in ("val_fraction", "val_min_cells", "checkpoint_minutes", "val_tolerance"):
             ae[k] = p[k]
         if p["max_minutes"] is not None:
             ae["max_minutes"] = float(p["max_minutes"]) * float(p["ae_share"])
@@ -221,7 +222,9 @@ class NBGAN(CGAN):
             probe.gen.manual_seed(seed + 3)
             scores = probe.validation_scores()
             # the adversarial stage's score selects; every score is recorded (val_start_mmd, ...)
-            return {"val_start": scores[probe.val_key]} | {f"val_start_{k[4:]}": v for k, v in scores.items()}
+            noise = scores.get(f"{probe.val_key}_sd", 0.0)
+            selected = {"val_start": scores[probe.val_key], "val_start_sd": noise}
+            return selected | {f"val_start_{k[4:]}": v for k, v in scores.items()}
 
         return score
 

@@ -13,6 +13,8 @@ import torch
 LR_SCHEDULES = ("constant", "cosine")
 #: which state a fit keeps: the best validated one, or the one training ends in
 KEEP = ("best", "last")
+#: ``val_tolerance``: ties within a validation score's noise (its ``<key>_sd``); 0 keeps the lowest score
+TOLERANCE_HELP = "validation scores within this many noise SDs of the best are tied: the later state is kept"
 LR_FLOOR = 0.1
 
 

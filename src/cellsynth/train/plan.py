@@ -72,6 +72,7 @@ class TrainSettings:
     lr_schedule: str = "constant"  # constant | cosine: see LR_SCHEDULES
     validate_start: bool = False  # score the state training starts from, as a candidate to keep
     keep: str = "best"  # best: the best validated state (early stopping on); last: the final state
+    val_tolerance: float = 0.0  # optim.TOLERANCE_HELP; only a score below best − tolerance is progress
     extra: dict = field(default_factory=dict)
 
 
@@ -361,13 +362,14 @@ class TrainingPlan:
             self._started += time.monotonic() - t0  # the monitor's time is not training time
             if self.deadline:
                 self.deadline += time.monotonic() - t0
-        if scores[self.val_key] < loop["best_score"]:
-            loop["best_score"] = scores[self.val_key]
+        score, best = scores[self.val_key], loop["best_score"]
+        tolerance = self.settings.val_tolerance * scores.get(f"{self.val_key}_sd", 0.0)
+        improved = score < best - tolerance
+        if improved or (tolerance > 0 and score <= best + tolerance):  # better, or tied: the later state
+            loop["best_score"] = min(score, best)
             if self.settings.keep == "best":
                 loop["best_state"] = copy.deepcopy(self.sampling_module().state_dict())
-            loop["stale"] = 0
-        else:
-            loop["stale"] += 1
+        loop["stale"] = 0 if improved else loop["stale"] + 1
 
     # ------------------------------------------------------------------ divergence
     def _divergence(self, out: dict[str, float]) -> str | None:

@@ -34,6 +34,7 @@ C2ST_FOLDS = 3
 C2ST_GENES = 2000  # c2st_train: the training cells' most variable genes (the detector's HVG count)
 C2ST_TRAIN_COMPONENTS = 50  # c2st_train: principal components of those genes (the detector's)
 VAL_TYPE_CELLS = 5000  # cmmd: training cells (at most) whose per-type means and variances it moves towards
+NOISE_DRAWS = 32  # random splits of the pooled cells that give an MMD's noise
 
 
 @torch.no_grad()
@@ -69,13 +70,17 @@ def pca_mmds(
     and ``val_wmmd``, the same with each component divided by its standard deviation ``sd`` in the
     training cells (a component of numerically nil variance left as it is); with ``centring`` (the
     generated cells' type codes, then :func:`centre_types`' training side) also ``val_cmmd``, the MMD of
-    the generated cells moved by :func:`centre_types`."""
-    from ..metrics.distribution import mmd_rbf
+    the generated cells moved by :func:`centre_types`. Each score's noise is recorded beside it
+    (``val_mmd_sd``, ...: its spread over random splits of the pooled cells, :func:`mmd_rbf_noise`)."""
+    from ..metrics.distribution import mmd_rbf_noise
 
     scale = torch.where(sd > 1e-6 * sd.max(), 1.0 / sd.clamp_min(1e-30), torch.ones_like(sd)).to(pcs.dtype)
-    scores = {"val_mmd": mmd_rbf(pcs, ref), "val_wmmd": mmd_rbf(pcs * scale, ref * scale)}
+    sides = {"val_mmd": (pcs, ref), "val_wmmd": (pcs * scale, ref * scale)}
     if centring is not None:
-        scores["val_cmmd"] = mmd_rbf(centre_types(pcs, *centring), ref)
+        sides["val_cmmd"] = (centre_types(pcs, *centring), ref)
+    scores: dict[str, float] = {}
+    for key, (x, y) in sides.items():
+        scores[key], scores[f"{key}_sd"] = mmd_rbf_noise(x, y, draws=NOISE_DRAWS)
     return scores
 
 
