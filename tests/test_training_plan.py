@@ -308,8 +308,9 @@ def test_cosine_schedule_lowers_the_rates_over_the_run_and_constant_keeps_them()
     assert rates["cosine"] == pytest.approx(1e-3 * lr_factor("cosine", 3 / 4))
 
 
-@pytest.mark.parametrize("keep", ["best", "last"])
-def test_keep_decides_between_the_best_validated_state_and_the_final_one(keep, monkeypatch):
+def _fit_a_scripted_likelihood_plan(**settings):
+    """A small NB-VAE fitted in the likelihood plan (validation at every epoch, patience 2) with the test's
+    scripted validation scores: the result, and whether the state kept is the one training ended in."""
     import torch
 
     from cellsynth.data.celldata import CellData
@@ -317,16 +318,23 @@ def test_keep_decides_between_the_best_validated_state_and_the_final_one(keep, m
     from cellsynth.models.vae import NBVAENet
     from cellsynth.train.likelihood import LikelihoodPlan, LikelihoodSettings
 
-    scores = iter(range(100))  # every validation worse than the one before: the first is the best
-    monkeypatch.setattr(LikelihoodPlan, "nelbo", lambda self: float(next(scores)))
     data = CellData.from_anndata(simulate({"a": 60, "b": 60}, n_genes=20, seed=0), label_key="cell_type")
     torch.manual_seed(0)
     net = NBVAENet(data.n_genes, [2], 4, (16,), 0.0, per_label=True, zero_inflated=False)
-    s = LikelihoodSettings(epochs=6, batch_size=32, val_every_steps=1, patience=2, keep=keep)
+    s = LikelihoodSettings(batch_size=32, val_every_steps=1, patience=2, **settings)
     plan = LikelihoodPlan(net, s, device="cpu", seed=0, progress=False)
     result = plan.fit(data)
     final = plan.sampling_module().state_dict()
-    same = all(torch.equal(result.generator_state[k], final[k]) for k in final)
+    return result, all(torch.equal(result.generator_state[k], final[k]) for k in final)
+
+
+@pytest.mark.parametrize("keep", ["best", "last"])
+def test_keep_decides_between_the_best_validated_state_and_the_final_one(keep, monkeypatch):
+    from cellsynth.train.likelihood import LikelihoodPlan
+
+    scores = iter(range(100))  # every validation worse than the one before: the first is the best
+    monkeypatch.setattr(LikelihoodPlan, "nelbo", lambda self: float(next(scores)))
+    result, same = _fit_a_scripted_likelihood_plan(epochs=6, keep=keep)
     validated = [r for r in result.history if "val_nelbo" in r]
     if keep == "best":  # early stopping after two validations without improvement; the first one kept
         assert result.stopped_because == "early stopping" and len(validated) == 3 and not same
@@ -338,26 +346,14 @@ def test_keep_decides_between_the_best_validated_state_and_the_final_one(keep, m
 def test_a_score_within_its_noise_of_the_best_keeps_the_later_state_but_is_not_progress(
     tolerance, monkeypatch
 ):
-    import torch
-
-    from cellsynth.data.celldata import CellData
-    from cellsynth.data.datasets import simulate
-    from cellsynth.models.vae import NBVAENet
-    from cellsynth.train.likelihood import LikelihoodPlan, LikelihoodSettings
+    from cellsynth.train.likelihood import LikelihoodPlan
 
     # noise SD 1: 4.5 and 4.8 are tied with 5.0 (and with each other); 4.5 beats 5.0 only without tolerance
     scores = iter([5.0, 4.5, 4.8, 4.6, 4.7, 4.9, 4.4, 4.3])
     monkeypatch.setattr(
         LikelihoodPlan, "validation_scores", lambda self: {"val_nelbo": next(scores), "val_nelbo_sd": 1.0}
     )
-    data = CellData.from_anndata(simulate({"a": 60, "b": 60}, n_genes=20, seed=0), label_key="cell_type")
-    torch.manual_seed(0)
-    net = NBVAENet(data.n_genes, [2], 4, (16,), 0.0, per_label=True, zero_inflated=False)
-    s = LikelihoodSettings(epochs=8, batch_size=32, val_every_steps=1, patience=2, val_tolerance=tolerance)
-    plan = LikelihoodPlan(net, s, device="cpu", seed=0, progress=False)
-    result = plan.fit(data)
-    final = plan.sampling_module().state_dict()
-    same = all(torch.equal(result.generator_state[k], final[k]) for k in final)
+    result, same = _fit_a_scripted_likelihood_plan(epochs=8, val_tolerance=tolerance)
     validated = [r["val_nelbo"] for r in result.history if "val_nelbo" in r]
     assert result.stopped_because == "early stopping"
     if tolerance:  # no score beats 5.0 by more than its noise: stopped at the third, which is kept (tied)
