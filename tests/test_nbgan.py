@@ -239,7 +239,11 @@ def test_the_start_is_the_autoencoders_best_state_or_its_last_when_told(counts_a
     assert same == (keep == "last")
 
 
-def test_ae_selection_start_keeps_the_autoencoder_state_whose_start_scores_best(counts_adata, monkeypatch):
+@pytest.mark.parametrize("tie_break", [False, True])
+def test_ae_selection_start_keeps_the_state_whose_start_scores_best_or_a_tie_of_lower_nelbo(
+    counts_adata, monkeypatch, tie_break
+):
+    from cellsynth.train.selection import judge
 
     snapshots = []
     scores = LikelihoodPlan.validation_scores
@@ -252,14 +256,22 @@ def test_ae_selection_start_keeps_the_autoencoder_state_whose_start_scores_best(
     monkeypatch.setattr(LikelihoodPlan, "validation_scores", recording_scores)
     starts = _recorded_starts(monkeypatch)
     ae = {"epochs": 40, "lr": 3e-2, "val_every_steps": 20, "patience": 0}
-    m = models.get("nbgan", **{**TINY, "epochs": 1, "ae": ae, "ae_selection": "start"})
+    params = {**TINY, "epochs": 1, "ae": ae, "ae_selection": "start", "ae_tie_break": tie_break}
+    m = models.get("nbgan", **params)
     m.fit(counts_adata, label_key="cell_type", progress=False, seed=0)
     records = [r for r in m.history if r["stage"] == "autoencoder" and "val_start" in r]
     assert len(records) == len(snapshots) >= 3
     assert all("val_nelbo" in r for r in records)  # the NELBO is still recorded
     vals = [r["val_start"] for r in records]
-    best = int(np.argmin(vals))
-    assert m.fit_record["autoencoder"]["best_val"] == pytest.approx(vals[best])
+    assert min(vals) < vals[0]  # a later state scores best
+    # the kept state: the lowest score, or with the tie-break the state the rule picks from the records
+    best, low, kept_tie = 0, vals[0], records[0]["val_nelbo"]
+    for i, r in enumerate(records[1:], 1):
+        tie = r["val_nelbo"] if tie_break else None
+        if judge(r["val_start"], r["val_start_sd"], low, tie=tie, kept_tie=kept_tie).keep:
+            best, low, kept_tie = i, min(low, r["val_start"]), r["val_nelbo"]
+    assert (best != int(np.argmin(vals))) == tie_break  # here a tie with a lower NELBO won
+    assert m.fit_record["autoencoder"]["best_val"] == pytest.approx(min(vals))
     decoder = [k for k in starts[-1] if k.startswith("decoder")]
     kept = [
         i for i, snap in enumerate(snapshots) if all(torch.equal(starts[-1][k], snap[k]) for k in decoder)

@@ -308,7 +308,7 @@ def test_cosine_schedule_lowers_the_rates_over_the_run_and_constant_keeps_them()
     assert rates["cosine"] == pytest.approx(1e-3 * lr_factor("cosine", 3 / 4))
 
 
-def _fit_a_scripted_likelihood_plan(**settings):
+def _fit_a_scripted_likelihood_plan(tie_key=None, **settings):
     """A small NB-VAE fitted in the likelihood plan (validation at every epoch, patience 2) with the test's
     scripted validation scores: the result, and whether the state kept is the one training ended in."""
     import torch
@@ -322,7 +322,7 @@ def _fit_a_scripted_likelihood_plan(**settings):
     torch.manual_seed(0)
     net = NBVAENet(data.n_genes, [2], 4, (16,), 0.0, per_label=True, zero_inflated=False)
     s = LikelihoodSettings(batch_size=32, val_every_steps=1, patience=2, **settings)
-    plan = LikelihoodPlan(net, s, device="cpu", seed=0, progress=False)
+    plan = LikelihoodPlan(net, s, device="cpu", seed=0, progress=False, tie_key=tie_key)
     result = plan.fit(data)
     final = plan.sampling_module().state_dict()
     return result, all(torch.equal(result.generator_state[k], final[k]) for k in final)
@@ -361,6 +361,52 @@ def test_a_score_within_its_noise_of_the_best_keeps_the_later_state_but_is_not_p
     else:  # 4.5 is the lowest; the two after it are worse: stopped at the fourth, the second kept
         assert validated == [5.0, 4.5, 4.8, 4.6] and not same
         assert result.best_val_mmd == 4.5
+
+
+@pytest.mark.parametrize("tie_key", [None, "val_tie"])
+def test_a_tie_on_the_score_is_decided_by_the_tie_break_score(tie_key, monkeypatch):
+    import torch
+
+    from cellsynth.train.likelihood import LikelihoodPlan
+
+    # (score, tie-break) with noise SD 1: 5.5 is tied with 5.0 and breaks the tie (9 < 10); 5.9 is tied
+    # too but its tie-break is worse than the kept state's; 6.5 is beyond the noise
+    script = iter([(5.0, 10.0), (5.5, 9.0), (5.9, 9.5), (6.5, 1.0), (7.0, 1.0)])
+    states = []
+
+    def scores(self):
+        states.append({k: w.clone() for k, w in self.sampling_module().state_dict().items()})
+        score, tie = next(script)
+        return {"val_nelbo": score, "val_nelbo_sd": 1.0, "val_tie": tie}
+
+    monkeypatch.setattr(LikelihoodPlan, "validation_scores", scores)
+    result, _ = _fit_a_scripted_likelihood_plan(tie_key=tie_key, epochs=8)
+    w = result.generator_state
+    kept = [i for i, st in enumerate(states) if all(torch.equal(w[k], st[k]) for k in st)]
+    assert result.stopped_because == "early stopping" and result.best_val_mmd == 5.0
+    if tie_key:  # the tie won: patience starts again from the second validation
+        assert kept == [1] and len(states) == 4
+    else:  # the lowest score: the first, and two validations without improvement after it
+        assert kept == [0] and len(states) == 3
+
+
+def test_the_selection_rule_at_its_boundaries():
+    from cellsynth.train.selection import judge
+
+    # without a tie-break or tolerance: strictly lower is kept and is progress; nothing else
+    assert judge(4.9, 1.0, 5.0) == judge(4.9, 0.0, 5.0) == (True, True)
+    assert judge(5.0, 1.0, 5.0) == (False, False)
+    # tolerance 1: within one SD of the best a tie (the later kept, no progress); below that, progress
+    assert judge(5.9, 1.0, 5.0, tolerance=1.0) == judge(4.1, 1.0, 5.0, tolerance=1.0) == (True, False)
+    assert judge(3.9, 1.0, 5.0, tolerance=1.0) == (True, True)
+    assert judge(6.1, 1.0, 5.0, tolerance=1.0) == (False, False)
+    # a tie-break: ties (within max(tolerance, 1) SDs) kept only with a lower tie-break, then progress
+    assert judge(5.9, 1.0, 5.0, tie=1.0, kept_tie=2.0) == (True, True)
+    assert judge(5.9, 1.0, 5.0, tie=3.0, kept_tie=2.0) == (False, False)
+    assert judge(4.5, 1.0, 5.0, tie=3.0, kept_tie=2.0) == (True, True)  # lower is lower, whatever its tie
+    assert judge(6.5, 1.0, 5.0, tolerance=2.0, tie=1.0, kept_tie=2.0) == (True, True)
+    assert judge(6.5, 1.0, 5.0, tie=1.0, kept_tie=2.0) == (False, False)
+    assert judge(5.1, 0.0, 5.0, tie=1.0, kept_tie=2.0) == (False, False)  # no noise known: no ties
 
 
 @pytest.mark.parametrize("warmup", [0, 5])

@@ -106,6 +106,8 @@ class NBGAN(CGAN):
         Param("ae_selection", "start", "str", "the autoencoder's state kept: the one whose start (decoder "
               "and codes) scores best (val_metric), or its best held-out NELBO",
               choices=AE_SELECTION),
+        Param("ae_tie_break", True, "bool", "ae_selection=start: a state whose start scores within one noise "
+              "SD of the best replaces the kept one where its held-out NELBO is lower"),
         Param("calibrate", 6, "int", "rounds moving each type's mean log-expression onto its training "
               "cells' after training (0: off)", ge=0),
         Param("code_cov", "pooled", "str", "each type's code covariance shrunk, where its cells are few, "
@@ -183,6 +185,7 @@ class NBGAN(CGAN):
         ae.modules = ae._build([c.n for c in data.conditions], data.n_genes)
         if self.params["ae_selection"] == "start":  # set up after the autoencoder's weights are drawn
             ae._scorer = self._start_scorer(data, device=device, seed=seed)
+            ae._tie_key = "val_nelbo" if self.params["ae_tie_break"] else None
         ae._outer_monitor = self._start_monitor()
         ae_net = _cpu_copy(ae.modules["generator"])
         self._ae_stage = {"net": ae_net, "data": data}

@@ -278,6 +278,8 @@ class _ConditionalVAE(SyntheticCellModel):
     param_spec = PARAMS
     #: a model built on this one sets it to score the states to keep (LikelihoodPlan's ``scorer``)
     _scorer = None
+    #: ... and the score deciding between states tied on the scorer's (LikelihoodPlan's ``tie_key``)
+    _tie_key = None
     #: a model built on this one sets it to follow this one's states as its own (the plan's ``monitor``,
     #: instead of one that hands the user a copy of this model)
     _outer_monitor = None
@@ -294,6 +296,7 @@ class _ConditionalVAE(SyntheticCellModel):
             self.modules["generator"],
             self._settings(),
             scorer=self._scorer,
+            tie_key=self._tie_key,
             device=device,
             seed=seed,
             progress=progress,

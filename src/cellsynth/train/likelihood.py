@@ -75,6 +75,7 @@ class LikelihoodPlan(TrainingPlan):
         settings: LikelihoodSettings,
         *,
         scorer: Callable[[nn.Module], float] | None = None,
+        tie_key: str | None = None,
         **kwargs,
     ):
         super().__init__(settings, **kwargs)
@@ -84,6 +85,7 @@ class LikelihoodPlan(TrainingPlan):
         # other entries are recorded beside it
         self.scorer = scorer
         self.val_key = "val_start" if scorer is not None else f"val_{settings.val_metric}"
+        self.tie_key = tie_key  # e.g. val_nelbo: which of the states tied on val_key to keep
 
     # ------------------------------------------------------------------ set-up
     def configure(self, data) -> None:

@@ -39,6 +39,7 @@ from ..data.stats import balanced_row_weights, split_validation
 from ..errors import TrainingError
 from .device import make_fabric
 from .optim import ema_with_warmup, lr_factor
+from .selection import judge
 from .signals import StopSignals
 
 # how often the rollback point is renewed: a copy of the whole state (weights, optimisers, EMA) at the end
@@ -72,7 +73,7 @@ class TrainSettings:
     lr_schedule: str = "constant"  # constant | cosine: see LR_SCHEDULES
     validate_start: bool = False  # score the state training starts from, as a candidate to keep
     keep: str = "best"  # best: the best validated state (early stopping on); last: the final state
-    val_tolerance: float = 0.0  # optim.TOLERANCE_HELP; only a score below best − tolerance is progress
+    val_tolerance: float = 0.0  # optim.TOLERANCE_HELP; train.selection
     extra: dict = field(default_factory=dict)
 
 
@@ -108,6 +109,7 @@ class TrainingPlan:
     loss_keys: dict[str, tuple[str, str]] = {}
     #: history column of the validation score
     val_key: str = "val_mmd"
+    tie_key: str | None = None  # history column deciding between states tied on val_key: train.selection
 
     def __init__(
         self,
@@ -362,14 +364,14 @@ class TrainingPlan:
             self._started += time.monotonic() - t0  # the monitor's time is not training time
             if self.deadline:
                 self.deadline += time.monotonic() - t0
-        score, best = scores[self.val_key], loop["best_score"]
-        tolerance = self.settings.val_tolerance * scores.get(f"{self.val_key}_sd", 0.0)
-        improved = score < best - tolerance
-        if improved or (tolerance > 0 and score <= best + tolerance):  # better, or tied: the later state
-            loop["best_score"] = min(score, best)
+        score, tie = scores[self.val_key], scores.get(self.tie_key, math.inf) if self.tie_key else None
+        verdict = judge(score, scores.get(f"{self.val_key}_sd", 0.0), loop["best_score"],
+                        self.settings.val_tolerance, tie, loop.get("best_tie", math.inf))  # fmt: skip
+        if verdict.keep:
+            loop["best_score"], loop["best_tie"] = min(score, loop["best_score"]), tie
             if self.settings.keep == "best":
                 loop["best_state"] = copy.deepcopy(self.sampling_module().state_dict())
-        loop["stale"] = 0 if improved else loop["stale"] + 1
+        loop["stale"] = 0 if verdict.progress else loop["stale"] + 1
 
     # ------------------------------------------------------------------ divergence
     def _divergence(self, out: dict[str, float]) -> str | None:

@@ -1,0 +1,45 @@
+"""Which validated state a training plan keeps, and whether a validation counts as progress.
+
+The selecting score (lower is better) comes with its noise: the spread of the same estimate between
+random splits of the pooled cells (``<key>_sd``, :func:`~cellsynth.metrics.distribution.mmd_rbf_noise`).
+Two rules sit on top of "keep the lowest score":
+
+- ``tolerance`` k (``val_tolerance``): a score within k noise SDs of the best is a **tie**; the later of
+  tied states is kept, and only a score below the best by more than k SDs is progress for ``patience``.
+- a **tie-break** score (a plan's ``tie_key``; for nbgan's autoencoder stage, the held-out NELBO): ties are
+  scores within max(k, 1) noise SDs of the best, and a tie replaces the kept state only when its
+  tie-break score is lower than the kept state's, which then counts as progress. Where the held-out cells
+  are many (100,000 simulated cells), every state's score lies within its noise of zero while the
+  held-out NELBO still falls epoch after epoch; where they are few (the real sets here), the NELBO rises
+  from the first validation on, no tie ever wins and the lowest score is kept as without the rule.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Verdict(NamedTuple):
+    keep: bool  # the validated state replaces the kept one
+    progress: bool  # patience starts again
+
+
+def judge(
+    score: float,
+    noise: float,
+    best: float,
+    tolerance: float = 0.0,
+    tie: float | None = None,
+    kept_tie: float = float("inf"),
+) -> Verdict:
+    """The verdict on a validated state scoring ``score`` (noise SD ``noise``) against the best score so
+    far ``best``; ``tie``: its tie-break score (None: no tie-break), ``kept_tie``: the kept state's."""
+    band = tolerance * noise
+    improved = score < best - band
+    if tie is not None:
+        band = max(band, noise)
+    tied = not improved and band > 0 and score <= best + band
+    if tied and tie is not None:
+        tied = tie < kept_tie
+        return Verdict(keep=tied, progress=tied)
+    return Verdict(keep=improved or tied, progress=improved)
