@@ -9,9 +9,9 @@ Two rules sit on top of "keep the lowest score":
 - a **tie-break** score (a plan's ``tie_key``; for nbgan's autoencoder stage, the held-out NELBO): ties are
   scores within max(k, 1) noise SDs of the best, and a tie replaces the kept state only when its
   tie-break score is lower than the kept state's, which then counts as progress. Where the held-out cells
-  are many (100,000 simulated cells), every state's score lies within its noise of zero while the
-  held-out NELBO still falls epoch after epoch; where they are few (the real sets here), the NELBO rises
-  from the first validation on, no tie ever wins and the lowest score is kept as without the rule.
+  are many, states can score within their noise of each other while the held-out NELBO still tells them
+  apart; where the NELBO only rises (the autoencoder overfitting), no tie wins and the rule keeps what the
+  lowest score keeps (docs/benchmarks.md, "Scaling").
 """
 
 from __future__ import annotations
