@@ -36,10 +36,8 @@ def judge(
     far ``best``; ``tie``: its tie-break score (None: no tie-break), ``kept_tie``: the kept state's."""
     band = tolerance * noise
     improved = score < best - band
-    if tie is not None:
-        band = max(band, noise)
+    if tie is not None:  # a tie (within at least one noise SD) wins only on a lower tie-break score
+        won = not improved and noise > 0 and score <= best + max(band, noise) and tie < kept_tie
+        return Verdict(keep=improved or won, progress=improved or won)
     tied = not improved and band > 0 and score <= best + band
-    if tied and tie is not None:
-        tied = tie < kept_tie
-        return Verdict(keep=tied, progress=tied)
     return Verdict(keep=improved or tied, progress=improved)
