@@ -4,6 +4,7 @@ Run from the repository root::
 
     .venv/bin/python benchmarks/step_time.py --dataset baron_mouse_pancreas            # the default model
     .venv/bin/python benchmarks/step_time.py --dataset baron_mouse_pancreas --model cgan
+    .venv/bin/python benchmarks/step_time.py --dataset baron_mouse_pancreas --precision fp32  # bf16 off
     .venv/bin/python benchmarks/step_time.py --smoke                                   # tiny data, seconds
 
 The model is fitted on the training half of the dataset (``cgan_quality.halves``: pbmc68k or a file of
@@ -16,8 +17,9 @@ autoencoder's.
 The arithmetic: a second, short fit (one epoch of each stage) runs under ``torch.utils.flop_counter``,
 which counts the floating-point operations of the matrix products (forward and backward); their number
 per step over the step's time is the rate reached, printed beside the rate of a 2048 × 2048 float32
-matrix product on the same threads (the CPU's practical peak). Element-wise work (the count draw,
-log-gammas, softmax) is not counted: it is what keeps a step below the peak. The last line is
+matrix product on the same threads (the CPU's practical float32 peak, which a step in bf16 can pass).
+Element-wise work (the count draw, log-gammas, softmax) is not counted: it is what keeps a step below the
+peak. The last line is
 ``RESULT gan_step_s=<x> ae_step_s=<y> gan_gflops=<a> ae_gflops=<b> peak_gflops=<c>``.
 """
 
@@ -82,11 +84,15 @@ def two_stages(name: str) -> bool:
     return name in ("nbgan", "nbgarage")
 
 
-def fit(name: str, train, key: str, epochs: int, ae_epochs: int, seed: int = 0):
+#: ``--precision``: the models' ``mixed_precision`` (auto: their default, bf16 where it pays)
+PRECISIONS = {"auto": None, "bf16": True, "fp32": False}
+
+
+def fit(name: str, train, key: str, epochs: int, ae_epochs: int, seed: int = 0, precision: str = "auto"):
     """``name`` fitted with validation off for ``epochs`` (and ``ae_epochs`` of its autoencoder)."""
     from cellsynth import models
 
-    off = {"val_every_steps": 10**9, "patience": 0}
+    off = {"val_every_steps": 10**9, "patience": 0, "mixed_precision": PRECISIONS[precision]}
     params = {"epochs": epochs, **off}
     if two_stages(name):
         params["ae"] = {"epochs": ae_epochs, **off}
@@ -95,13 +101,13 @@ def fit(name: str, train, key: str, epochs: int, ae_epochs: int, seed: int = 0):
     return model
 
 
-def flops_per_step(name: str, train, key: str) -> dict[str, float]:
+def flops_per_step(name: str, train, key: str, precision: str = "auto") -> dict[str, float]:
     """Matrix-product FLOPs per step of each stage: fits one epoch longer in that stage than a base fit,
     under the counter; the difference over the difference in steps (set-up and wrap-up cancel)."""
 
     def counted(epochs: int, ae_epochs: int) -> tuple[int, list[dict]]:
         with MatmulFlops() as counter:
-            model = fit(name, train, key, epochs, ae_epochs)
+            model = fit(name, train, key, epochs, ae_epochs, precision=precision)
         return counter.flops, model.history
 
     def steps(history, stage):
@@ -130,6 +136,7 @@ def main() -> None:
     ap.add_argument("--ae-epochs", type=int, default=6, help="autoencoder epochs timed (nbgan)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--precision", choices=tuple(PRECISIONS), default="auto", help="mixed_precision")
     ap.add_argument("--smoke", action="store_true", help="tiny simulated data, 2 epochs: checks the script")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -142,13 +149,14 @@ def main() -> None:
         args.epochs, args.ae_epochs, args.dataset = 3, 3, "simulated (smoke)"
     else:
         train, _, key = halves(args.dataset)
-    model = fit(args.model, train, key, args.epochs, args.ae_epochs, args.seed)
+    model = fit(args.model, train, key, args.epochs, args.ae_epochs, args.seed, args.precision)
     gan_s, ae_s = per_step(model.history, "gan"), per_step(model.history, "autoencoder")
-    flops = flops_per_step(args.model, train, key)
+    flops = flops_per_step(args.model, train, key, args.precision)
     peak = peak_gflops()
     batch = int(model.params["batch_size"])
     print(f"{args.model} on {args.dataset}: {train.n_obs} cells x {train.n_vars} genes, batch {batch}, "
-          f"{args.threads} threads; float32 matmul peak {peak:.1f} GFLOP/s")  # fmt: skip
+          f"{args.threads} threads, precision {model.fit_record.get('precision')}; float32 matmul peak "
+          f"{peak:.1f} GFLOP/s")  # fmt: skip
     values = {"gan_step_s": gan_s, "ae_step_s": ae_s}
     for stage, seconds in (("gan", gan_s), ("autoencoder", ae_s)):
         if seconds is None or stage not in flops:

@@ -31,6 +31,9 @@ holds it). Then
   every round; ours with a budget of ``--probe-minutes``, the same stage shares as the quality fit; the peer
   for as many epochs as take it about as long). The quality fits' own ratio is recorded beside it
   (``throughput_of_the_fits``), with the host's steal (CPU seconds given to other guests) during every fit.
+  Both sides train as shipped (ours at its default precision, ``precision`` in the record; the peer at its
+  own, float32), with the same allocator: glibc's thresholds that our CPU fits set
+  (``cellsynth.train.device.keep_freed_buffers``) are set before the first fit, for the whole process.
 
 Prints one ``RESULT time_to_peer_ratio=<x> throughput_ratio=<y>`` line (ours over the peer's) after a JSON
 record; ``--out DIR`` writes ``trace.csv`` (both curves) and ``time_to_fidelity.png``.
@@ -53,6 +56,7 @@ from cgan_quality import halves
 from cellsynth import models
 from cellsynth.cli import parse_key_values
 from cellsynth.metrics import evaluate
+from cellsynth.train.device import keep_freed_buffers
 
 #: the detector's own settings; its extras (the published-protocol forest, the per-type forests) lighter,
 #: since only ``detection_auc`` is read here
@@ -155,6 +159,9 @@ def main() -> None:
     train, test, label_key = halves(args.dataset)
     settings = {**MONITOR_SETTINGS, **(smoke.EVALUATE if args.smoke else {})}
     peer_epochs = 3 if args.smoke else 300  # CondSCVI.train's default
+    # glibc's allocator set as our CPU fits set it, before any fit: a process-wide setting, so the peer's
+    # fits (first and alternated with ours) run with the same allocator as ours
+    allocator = keep_freed_buffers()
 
     rows, peer = [], None
     if not args.no_peer:
@@ -200,6 +207,7 @@ def main() -> None:
         "model": args.model,
         "seed": args.seed,
         "params": params,
+        "allocator_thresholds_set": allocator,
         "ours": {
             "train_seconds": round(fitted["seconds"], 1),
             "steps": fitted["steps"],
@@ -210,6 +218,8 @@ def main() -> None:
             "calibration_s": round(float(calibration.get("seconds", 0.0)), 1),
             "best_monitored_detection_auc": round(min(monitored), 4) if monitored else None,
             "val_metric": ours.fit_record.get("val_metric"),
+            "precision": ours.fit_record.get("precision"),
+            "autoencoder_precision": (ours.fit_record.get("autoencoder") or {}).get("precision"),
             "selection": selection(trace),
         },
     }

@@ -187,7 +187,7 @@ PARAMS = ParamSpec(
         Param("grad_clip", _S.grad_clip, "float", "gradient norm clip (null: none)", gt=0, optional=True),
         Param("ema_decay", _S.ema_decay, "float", "generator EMA (null, 0: none)", ge=0, lt=1, optional=True),
         Param("balance", _S.balance, "float", "minibatch type balance (0: as drawn, 1: equal)", ge=0, le=1),
-        Param("mixed_precision", _S.mixed_precision, "bool", "bf16 autocast"),
+        Param("mixed_precision", _S.mixed_precision, "bool", "bf16 autocast (null: auto)", optional=True),
         # loss terms
         Param("class_weight", _S.class_weight, "float", "auxiliary classifier's loss weight", ge=0),
         Param("sparsity_weight", _S.sparsity_weight, "float", "zero-fraction match weight", ge=0),
@@ -373,6 +373,7 @@ class CGAN(SyntheticCellModel):
             "stopped_because": result.stopped_because,
             "best_val": result.best_val_mmd,  # the best validation score: val_metric's
             "val_metric": self.params["val_metric"],
+            "precision": plan.fabric.strategy.precision.precision,
         }
         if result.rollbacks:
             self.fit_record["rollbacks"] = result.rollbacks

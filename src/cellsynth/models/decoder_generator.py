@@ -13,7 +13,7 @@ from torch import nn
 from ..train.spread import RANK as SPREAD_RANK
 from .nbvae import PROFILE_VALUES
 from .type_noise import TypeGaussianNoise, type_gaussians
-from .vae import NBVAENet
+from .vae import NBVAENet, weighted_rows
 
 
 class DecoderGenerator(nn.Module):
@@ -64,7 +64,7 @@ class DecoderGenerator(nn.Module):
         """cells × genes over-dispersion for cells with conditions ``weights`` (mixtures: geometric)."""
         if self.log_dispersion is None:
             return None
-        return torch.exp(weights[0].float() @ self.log_dispersion.float())
+        return torch.exp(weighted_rows(weights[0], self.log_dispersion.float()))
 
     def forward(self, z: torch.Tensor, weights: Sequence[torch.Tensor], with_profile: bool = False):
         """``(x, x)`` with ``x = log1p(ρ · 1e4)``; ``with_profile``: ``(x, x, ρ)``, so that a count draw

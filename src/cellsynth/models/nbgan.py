@@ -98,7 +98,7 @@ class NBGAN(CGAN):
     # steps made it more detectable; states are scored as the calibration will leave them (the type-centred
     # MMD), since it moves each type's means after training (docs/benchmarks.md, "nbgan")
     param_spec = ParamSpec([p for p in PARAMS if p.name not in _UNUSED]).with_defaults(
-        z_dim=32, g_hidden=(256, 256), validate_start=True, val_metric="cmmd"
+        z_dim=32, g_hidden=(256, 256), validate_start=True, val_metric="cmmd", mixed_precision=None
     ).extend(
         Param("ae_share", 0.3, "float", "share of max_minutes for the autoencoder (the rest: the GAN)",
               gt=0, lt=1),
@@ -147,7 +147,13 @@ class NBGAN(CGAN):
 
     def _autoencoder(self) -> NBVAE:
         p = self.params
-        ae = {**p["ae"], "z_dim": p["z_dim"], "hidden": tuple(p["g_hidden"])[::-1]}
+        # the autoencoder in the nbgan's precision unless ``ae`` sets its own
+        ae = {
+            "mixed_precision": p["mixed_precision"],
+            **p["ae"],
+            "z_dim": p["z_dim"],
+            "hidden": tuple(p["g_hidden"])[::-1],
+        }
         for k in ("val_fraction", "val_min_cells", "checkpoint_minutes", "val_tolerance"):
             ae[k] = p[k]
         if p["max_minutes"] is not None:
@@ -318,7 +324,9 @@ class NBGAN(CGAN):
         self.history = [{**r, "stage": "autoencoder"} for r in self._ae_history] + gan
         if self._ae_record:
             self.fit_record["autoencoder"] = {
-                k: self._ae_record[k] for k in ("stopped_because", "best_val") if k in self._ae_record
+                k: self._ae_record[k]
+                for k in ("stopped_because", "best_val", "precision")
+                if k in self._ae_record
             }
             self.fit_record["autoencoder_seconds"] = round(offset, 3)
 

@@ -45,6 +45,14 @@ _ENCODE_ROWS = 4096  # cells encoded at a time
 
 
 # ---------------------------------------------------------------------- networks
+def weighted_rows(weights: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """``weights @ table`` in ``table``'s precision under any autocast: per-(type, gene) tables (the types'
+    log-profile offsets, log-dispersions) enter the likelihood's log-gamma and log terms, whose differences
+    bf16 would round away (docs/benchmarks.md, "A training step of the default model")."""
+    with torch.autocast(device_type=table.device.type, enabled=False):
+        return weights.to(table.dtype) @ table
+
+
 class ConditionalVAENet(nn.Module):
     """Encoder ``q(z | x, c)`` and the decoder's body ``h(z, c)``; subclasses add the likelihood.
 
@@ -69,7 +77,7 @@ class ConditionalVAENet(nn.Module):
 
     def head_output(self, head: nn.Linear, h: torch.Tensor, weights: Sequence[torch.Tensor]) -> torch.Tensor:
         """``head(h)`` plus the cells' type offset (soft weights: the weighted offsets), in float32."""
-        return head(h).float() + weights[0].float() @ self.offset.float()
+        return head(h).float() + weighted_rows(weights[0], self.offset.float())
 
     @torch.no_grad()
     def init_offset(self, head: nn.Linear, offset: np.ndarray, network_scale: float = 0.1) -> None:
@@ -110,7 +118,7 @@ class ConditionalVAENet(nn.Module):
         """A per-(type, gene) table (or one row per gene) for each cell: ``weights[0] @ table``."""
         if table.shape[0] == 1:
             return table.expand(len(weights[0]), -1)
-        return weights[0].to(table.dtype) @ table
+        return weighted_rows(weights[0], table)
 
 
 class GaussianVAENet(ConditionalVAENet):
@@ -248,7 +256,7 @@ PARAMS = ParamSpec(
         Param("grad_clip", _S.grad_clip, "float", "gradient norm clip (null: none)", gt=0, optional=True),
         Param("ema_decay", _S.ema_decay, "float", "weights' EMA (null, 0: none)", ge=0, lt=1, optional=True),
         Param("balance", _S.balance, "float", "minibatch type balance (0: as drawn, 1: equal)", ge=0, le=1),
-        Param("mixed_precision", _S.mixed_precision, "bool", "bf16 autocast"),
+        Param("mixed_precision", _S.mixed_precision, "bool", "bf16 autocast (null: auto)", optional=True),
         Param("val_fraction", _S.val_fraction, "float", "share of cells held out", ge=0, lt=1),
         Param("val_min_cells", _S.val_min_cells, "int", "held-out cells wanted (≤ 25% of cells)", ge=0),
         Param("val_every_steps", _S.val_every_steps, "int", "steps between validations", ge=1),
@@ -312,6 +320,7 @@ class _ConditionalVAE(SyntheticCellModel):
             "stopped_because": result.stopped_because,
             "best_val": result.best_val_mmd,
             "val_metric": self.params["val_metric"],
+            "precision": plan.fabric.strategy.precision.precision,
         }
         if result.rollbacks:
             self.fit_record["rollbacks"] = result.rollbacks

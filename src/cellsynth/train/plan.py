@@ -65,7 +65,7 @@ class TrainSettings:
     val_min_cells: int = 100  # small data: hold out up to 25% to reach this many validation cells
     val_every_steps: int = 100
     patience: int = 15
-    mixed_precision: bool = False
+    mixed_precision: bool | None = False  # None: where it pays (device.bf16_pays)
     checkpoint_minutes: float = 2.0
     max_rollbacks: int = 3  # divergence: how many times the last good state is restored
     rollback_lr_factor: float = 0.5  # ... each time with the learning rates multiplied by this
@@ -173,7 +173,8 @@ class TrainingPlan:
         s = self.settings
         self.data = data
         self.rng = np.random.default_rng(self.seed)
-        self.fabric = make_fabric(self.device_name, mixed_precision=s.mixed_precision)
+        entries = s.batch_size * data.n_genes  # a batch's width decides the default precision
+        self.fabric = make_fabric(self.device_name, mixed_precision=s.mixed_precision, entries=entries)
         self.device = self.fabric.device
         self.gen = torch.Generator(device=self.device)
         self.gen.manual_seed(self.seed)
@@ -209,18 +210,8 @@ class TrainingPlan:
         self.setup(data)
         self.steps_per_epoch = max(1, len(self.train_rows) // s.batch_size)
         self.row_p = balanced_row_weights(data.label.codes[self.train_rows], s.balance)
-        self.loop = {
-            "epoch": 0,
-            "batch": 0,
-            "perm": None,
-            "sums": {},
-            "history": [],
-            "best_score": math.inf,
-            "best_state": None,
-            "stale": 0,
-            "last_val_step": 0,
-            "elapsed": 0.0,
-        }
+        self.loop = {"epoch": 0, "batch": 0, "perm": None, "sums": {}, "history": [], "best_score": math.inf,
+                     "best_state": None, "stale": 0, "last_val_step": 0, "elapsed": 0.0}  # fmt: skip
         self.rollbacks: list[dict] = []
         if resume is not None:
             self.load_state(resume)
