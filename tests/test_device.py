@@ -1,4 +1,4 @@
-"""The CPU training set-up: glibc's allocator keeps a step's freed buffers."""
+"""The CPU training set-up: glibc's allocator keeps a step's freed buffers; the precision of each stage."""
 
 from __future__ import annotations
 
@@ -76,9 +76,9 @@ def test_precision_null_is_bf16_only_for_wide_batches_on_cpus_with_native_bf16(
 
 
 @pytest.mark.parametrize(("asked", "ae", "expected", "expected_ae"), [
-    ({}, {}, "bf16-mixed", "bf16-mixed"),  # the default (null) in both stages
-    ({}, {"mixed_precision": False}, "bf16-mixed", "32-true"),  # the autoencoder's own setting
-    ({"mixed_precision": False}, {}, "32-true", "32-true"),  # the nbgan's, inherited
+    ({}, {}, "32-true", "32-true"),  # the default: float32 in both stages
+    ({"mixed_precision": None}, {}, "bf16-mixed", "bf16-mixed"),  # null, where it pays, inherited
+    ({"mixed_precision": None}, {"mixed_precision": False}, "bf16-mixed", "32-true"),  # the autoencoder's own
 ])  # fmt: skip
 def test_nbgan_trains_both_stages_in_its_precision_unless_ae_sets_the_autoencoders(
     counts_adata, monkeypatch, asked, ae, expected, expected_ae

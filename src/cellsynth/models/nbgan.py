@@ -98,7 +98,7 @@ class NBGAN(CGAN):
     # steps made it more detectable; states are scored as the calibration will leave them (the type-centred
     # MMD), since it moves each type's means after training (docs/benchmarks.md, "nbgan")
     param_spec = ParamSpec([p for p in PARAMS if p.name not in _UNUSED]).with_defaults(
-        z_dim=32, g_hidden=(256, 256), validate_start=True, val_metric="cmmd", mixed_precision=None
+        z_dim=32, g_hidden=(256, 256), validate_start=True, val_metric="cmmd"
     ).extend(
         Param("ae_share", 0.3, "float", "share of max_minutes for the autoencoder (the rest: the GAN)",
               gt=0, lt=1),

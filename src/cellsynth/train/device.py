@@ -71,12 +71,12 @@ BF16_MIN_ENTRIES = 1 << 20
 
 
 def bf16_pays(accelerator: str, entries: int) -> bool:
-    """Whether bf16 autocast is the default for a batch of ``entries`` values: on a CPU with native bf16
-    products (AVX512-BF16 or AMX), for batches of at least :data:`BF16_MIN_ENTRIES` values, where the
-    products of the genes' layers take most of a step and run 2–3× faster in bf16 (docs/benchmarks.md,
-    "A training step of the default model"). Narrower batches (small gene panels, the tests) and CPUs
-    without native bf16 (where it is emulated, slower than float32) train in float32; on CUDA bf16 is
-    not measured, so it stays opt-in there."""
+    """Whether ``mixed_precision`` null trains a batch of ``entries`` values in bf16 autocast: on a CPU
+    with native bf16 products (AVX512-BF16 or AMX), for batches of at least :data:`BF16_MIN_ENTRIES`
+    values, where the products of the genes' layers take most of a step and run faster in bf16
+    (docs/benchmarks.md, "A training step of the default model"). Narrower batches (small gene panels,
+    the tests) and CPUs without native bf16 (where it is emulated, slower than float32) train in
+    float32; on CUDA bf16 is not measured, so it stays explicit there."""
     if accelerator != "cpu" or entries < BF16_MIN_ENTRIES:
         return False
     cpu = torch.cpu
@@ -98,10 +98,10 @@ def keep_freed_buffers() -> bool:
     A whole-transcriptome batch's tensors (128 cells × 15,000 genes: 7.5 MB; the decoder's last weight
     gradient, 15 MB) lie above glibc's starting thresholds, so by default many of them are mapped fresh
     from the system or handed back to it every step, and each of their pages faults when first written
-    (about 2,000 faults a generator step on Baron mouse pancreas; docs/benchmarks.md, "A training step of
-    the default model"). Fixed thresholds keep them in the process's heap. What is kept stays at most the
-    step's peak; the setting holds for the process. ``CELLSYNTH_MALLOPT=0`` leaves the allocator as it is;
-    elsewhere than Linux with glibc nothing is changed. Returns whether the thresholds were set.
+    (docs/benchmarks.md, "A training step of the default model"). Fixed thresholds keep them in the
+    process's heap. What is kept stays at most the step's peak; the setting holds for the process.
+    ``CELLSYNTH_MALLOPT=0`` leaves the allocator as it is; elsewhere than Linux with glibc nothing is
+    changed. Returns whether the thresholds were set.
     """
     if os.environ.get("CELLSYNTH_MALLOPT", "1").strip().lower() in ("0", "false", "no", "off"):
         return False
@@ -112,6 +112,5 @@ def keep_freed_buffers() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
-        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
-    )
+    mapped = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)  # 1 where the parameter was taken, else 0
+    return bool(mapped and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
