@@ -17,11 +17,12 @@ differ in the last bit.
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable
 
 import torch
+
+from ..defaults import switched_on
 
 #: below this many entries the eager chain is as fast (and nothing is compiled: small data, the tests)
 MIN_ENTRIES = 1 << 20
@@ -30,7 +31,7 @@ MAX_SHAPES = 4
 
 
 def compiling_enabled() -> bool:
-    return os.environ.get("CELLSYNTH_COMPILE", "1").strip().lower() not in ("0", "false", "no", "off")
+    return switched_on("CELLSYNTH_COMPILE")
 
 
 class Fused:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
-import os
 import platform
 import sys
 
 import torch
 
+from ..defaults import switched_on
 from ..errors import InputError
 
 
@@ -103,7 +103,7 @@ def keep_freed_buffers() -> bool:
     ``CELLSYNTH_MALLOPT=0`` leaves the allocator as it is; elsewhere than Linux with glibc nothing is
     changed. Returns whether the thresholds were set.
     """
-    if os.environ.get("CELLSYNTH_MALLOPT", "1").strip().lower() in ("0", "false", "no", "off"):
+    if not switched_on("CELLSYNTH_MALLOPT"):
         return False
     if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
         return False

@@ -173,7 +173,7 @@ class TrainingPlan:
         s = self.settings
         self.data = data
         self.rng = np.random.default_rng(self.seed)
-        entries = s.batch_size * data.n_genes  # a batch's width decides the default precision
+        entries = s.batch_size * data.n_genes  # a batch's width decides mixed_precision null's precision
         self.fabric = make_fabric(self.device_name, mixed_precision=s.mixed_precision, entries=entries)
         self.device = self.fabric.device
         self.gen = torch.Generator(device=self.device)
