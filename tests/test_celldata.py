@@ -80,6 +80,18 @@ def test_bad_input_is_a_clear_error(mutate, message):
         )
 
 
+@pytest.mark.parametrize("representation", ["auto", "log1p"])
+def test_normalised_values_that_are_not_logged_are_refused(representation):
+    # counts per 10,000 without the log: read as log values they would overflow in training
+    a = simulate((30, 30), n_genes=20, seed=1)
+    X = a.X.toarray()
+    a.X = sp.csr_matrix(X / X.sum(1, keepdims=True) * 1e4)
+    with pytest.raises(InputError, match="beyond log1p-normalised data"):
+        CellData.from_anndata(a, label_key="cell_type", representation=representation)
+    a.X = sp.csr_matrix(np.log1p(a.X.toarray()))  # logged, the same cells are accepted
+    assert CellData.from_anndata(a, label_key="cell_type").preprocessing.representation == "log1p"
+
+
 def test_cells_without_counts_are_rejected():
     a = simulate((30, 30), n_genes=20, seed=1)
     X = a.X.toarray()

@@ -13,6 +13,7 @@ import scipy.sparse as sp
 from ..errors import InputError
 from .names import check_unique_names
 from .preprocess import (
+    MAX_LOG,
     REPRESENTATIONS,
     TARGET_SUM,
     cell_totals,
@@ -344,6 +345,14 @@ def _checked_matrix(adata, layer: str | None, representation: str):
             )
     if representation == "log1p" and has_negative:
         raise InputError("negative values in log1p data; use --representation as_is for scaled data")
+    if representation == "log1p" and (top := float(values.max(initial=0.0))) > MAX_LOG:
+        # normalised but not log-transformed values (or fractional counts) read as log values would be
+        # exponentiated to overflow in training: refused with what to do instead
+        raise InputError(
+            f"the matrix holds non-integer values up to {top:.4g}, beyond log1p-normalised data (at most "
+            f"{MAX_LOG:g}): log-transform it first (scanpy.pp.log1p), pass raw counts (--layer), or use "
+            "--representation as_is"
+        )
     return X, representation, not has_negative
 
 
