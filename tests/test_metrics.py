@@ -226,6 +226,18 @@ def test_gene_names_must_match(halves):
         evaluate(test, train, label_key="cell_type", settings={"max_cells": 3})
 
 
+def test_training_cells_given_as_held_out_cells_are_refused(halves):
+    train, test = halves
+    leaked = ad.concat([test, train[:5]])  # five training cells among the held-out ones
+    with pytest.raises(InputError, match="5 of REAL's .* cells are also in TRAIN"):
+        evaluate(leaked, test, label_key="cell_type", train=train, families=["privacy"], settings=FAST)
+    # the same names with other values (another dataset's numbering) are not the same cells
+    renamed = test.copy()
+    renamed.obs_names = train.obs_names[: test.n_obs]
+    m = evaluate(renamed, test, label_key="cell_type", train=train, families=["privacy"], settings=FAST)
+    assert np.isfinite(m.overall["dcr_ratio"])
+
+
 def test_log_normalised_input_is_used_as_is(halves):
     import scanpy as sc
 

@@ -9,7 +9,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from .._io import jsonable, write_text_atomic
 from ..errors import InputError
@@ -49,6 +51,27 @@ def _per_type_table(ctx: EvalContext) -> pd.DataFrame:
         for column, values in ctx.control.per_type.items():
             table[f"{column}_control"] = pd.Series(values, dtype=float).reindex(types)
     return table
+
+
+def held_out_check(real, train, layer: str | None = None) -> None:
+    """Refuse REAL cells that are TRAIN cells: a cell under the same name with the same values in every
+    shared gene. Against its own training cells a model's copying looks like fidelity and the
+    real-vs-real control compares a set with itself, so every figure would mislead."""
+    names = real.obs_names.intersection(train.obs_names)
+    genes = real.var_names.intersection(train.var_names)
+    if not len(names) or not len(genes):
+        return
+
+    def rows(a):
+        m = a[names, genes]
+        return sp.csr_matrix(m.layers[layer] if layer is not None else m.X, dtype=np.float64)
+
+    same = int((abs(rows(real) - rows(train)).sum(axis=1).A.ravel() == 0).sum())
+    if same:
+        raise InputError(
+            f"{same} of REAL's {real.n_obs} cells are also in TRAIN (the same names and values); evaluate "
+            "on held-out cells the model never saw (`cellsynth split DATA --out DIR` writes both)"
+        )
 
 
 def _versions() -> dict[str, str]:
@@ -111,7 +134,8 @@ def evaluate(
     Raises
     ------
     InputError
-        A missing label column, too few shared genes, NaN/Inf values, an unknown family or setting.
+        A missing label column, too few shared genes, NaN/Inf values, an unknown family or setting, REAL
+        cells that are TRAIN cells.
 
     Examples
     --------
@@ -125,6 +149,8 @@ def evaluate(
             raise InputError(f"unknown metric families {unknown}; choose from {list(registry)}")
         registry = {name: fn for name, fn in registry.items() if name in set(families)}
 
+    if train is not None:
+        held_out_check(real, train, layer)
     t0 = time.perf_counter()
     ctx = build_context(
         real, synthetic, label_key=label_key, train=train, seed=seed, settings=settings, layer=layer
