@@ -143,8 +143,12 @@ def test_truncated_model_is_one_line(model_dir, tmp_path):
     assert not (tmp_path / "s.h5ad").exists()
 
 
-def test_sample_needs_a_count_and_a_known_format(model_dir, tmp_path):
-    assert_user_error(invoke("sample", model_dir, "--out", tmp_path / "s.h5ad"), "--n")
+def test_sample_defaults_to_the_training_size_and_needs_a_known_format(model_dir, h5ad_path, tmp_path):
+    r = invoke("sample", model_dir, "--out", tmp_path / "s.h5ad")
+    assert r.exit_code == 0, r.output
+    trained_on = ad.read_h5ad(h5ad_path).n_obs
+    assert ad.read_h5ad(tmp_path / "s.h5ad").n_obs == trained_on
+    assert f"as many cells as the model was fitted on ({trained_on})" in r.output
     assert_user_error(invoke("sample", model_dir, "--n", 3, "--out", tmp_path / "s.xlsx"), ".h5ad")
 
 

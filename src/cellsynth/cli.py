@@ -208,7 +208,12 @@ def _report_fit(m, model: str, out: Path, checkpoint_dir: Path, data: Path, seco
 def sample(
     model_dir: Annotated[Path, typer.Argument(help="Model directory written by `cellsynth fit`")],
     out: Annotated[Path, typer.Option("--out", help="OUT.h5ad or OUT.csv")] = ...,
-    n: Annotated[int | None, typer.Option("--n", help="Number of cells")] = None,
+    n: Annotated[
+        int | None,
+        typer.Option(
+            "--n", help="Number of cells (default, without --per-type: as many as the model was fitted on)"
+        ),
+    ] = None,
     per_type: Annotated[str | None, typer.Option("--per-type", help='e.g. "B_cell=500,T_cell=200"')] = None,
     proportions: Annotated[str, typer.Option(help="real | uniform (how --n is split over types)")] = "real",
     mix: Annotated[str | None, typer.Option(help='Interpolate types, e.g. "alpha=0.5,beta=0.5"')] = None,
@@ -246,9 +251,10 @@ def sample(
             typer.echo(f"wrote {adata.n_obs} cells ({f:g} × {n_train}) → {written[0]}", err=True)
         return
     check_out_path(out, directory=False)
-    if n is None and not per_type:
-        raise InputError("say how many cells: --n N and/or --per-type label=count")
     model = load(model_dir)
+    if n is None and not per_type:
+        n = int(model.info["n_train_cells"])
+        typer.echo(f"--n not given: as many cells as the model was fitted on ({n})", err=True)
     adata = model.sample(
         n=n,
         per_type=parse_pairs(per_type, "--per-type", cast=whole_number),
