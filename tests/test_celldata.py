@@ -183,6 +183,37 @@ def test_a_counts_layer_is_found_only_beside_a_matrix_without_counts(counts_adat
     assert counts_layer(cells) is None
 
 
+def test_counts_in_raw_are_found_beside_a_normalised_x(counts_adata):
+    # CELLxGENE's layout: X normalised, raw.X the counts (here of more genes than X, in another order)
+    from cellsynth.data.celldata import RAW_LAYER, counts_layer
+
+    full = counts_adata.copy()
+    full.var_names = [f"g{i}" for i in range(full.n_vars)]
+    cells = full[:, full.var_names[::-2]].copy()
+    cells.raw = full
+    cells.X = np.log1p(cells.X.toarray() * 0.5)
+    assert counts_layer(cells) == RAW_LAYER
+    np.testing.assert_array_equal(cells.layers[RAW_LAYER].toarray(), full[:, cells.var_names].X.toarray())
+    data = CellData.from_anndata(cells, label_key="cell_type", layer=RAW_LAYER)
+    assert data.preprocessing.representation == "counts"
+    # raw holding log values (scanpy's tutorials) is not counts: X stays
+    logged = cells.copy()
+    del logged.layers[RAW_LAYER]
+    logged.raw = logged
+    assert counts_layer(logged) is None
+
+
+def test_an_empty_x_needs_a_layer(counts_adata):
+    cells = counts_adata.copy()
+    cells.layers["spliced"] = cells.X.copy()
+    cells.X = None
+    with pytest.raises(
+        InputError, match=r"X is empty; name the matrix to use with --layer \(layers: \['spliced'\]"
+    ):
+        CellData.from_anndata(cells, label_key="cell_type")
+    assert CellData.from_anndata(cells, label_key="cell_type", layer="spliced").n_cells == cells.n_obs
+
+
 def test_count_means_by_label_undo_the_normalisation(counts_adata):
     from cellsynth.data.stats import count_means_by_label
 

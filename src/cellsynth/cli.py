@@ -211,7 +211,8 @@ def sample(
     n: Annotated[
         int | None,
         typer.Option(
-            "--n", help="Number of cells (default, without --per-type: as many as the model was fitted on)"
+            "--n",
+            help="Number of cells (default, without --per-type or --mix: as many as the model was fitted on)",
         ),
     ] = None,
     per_type: Annotated[str | None, typer.Option("--per-type", help='e.g. "B_cell=500,T_cell=200"')] = None,
@@ -251,6 +252,8 @@ def sample(
             typer.echo(f"wrote {adata.n_obs} cells ({f:g} × {n_train}) → {written[0]}", err=True)
         return
     check_out_path(out, directory=False)
+    if n is None and mix:
+        raise InputError("say how many cells to mix: --n N")
     model = load(model_dir)
     if n is None and not per_type:
         n = int(model.info["n_train_cells"])

@@ -290,30 +290,57 @@ def resolved_representation(adata, layer: str | None = None, representation: str
 #: layers that hold the raw counts beside a log-normalised ``X`` by the scverse convention (scvi-tools'
 #: ``layer="counts"``, scanpy's tutorials)
 COUNT_LAYERS = ("counts", "raw_counts")
+#: the layer that :func:`raw_counts_layer` fills from ``adata.raw`` (CELLxGENE's layout: normalised ``X``,
+#: raw counts in ``raw.X``)
+RAW_LAYER = "raw.X"
+
+
+def _holds_counts(M) -> bool:
+    empty = (M.nnz if sp.issparse(M) else np.count_nonzero(M)) == 0  # detected as counts, yet none
+    return not empty and detect_representation(M) == "counts"
 
 
 def counts_layer(adata) -> str | None:
     """The first of :data:`COUNT_LAYERS` that holds counts (some non-zero) when ``adata.X`` does not hold
-    counts; ``None`` when ``X`` does or no such layer exists."""
-    if detect_representation(adata.X) == "counts":
+    counts, else :func:`raw_counts_layer`; ``None`` when ``X`` holds counts or no counts are found."""
+    if adata.X is not None and detect_representation(adata.X) == "counts":
         return None
     for name in (n for n in COUNT_LAYERS if n in adata.layers):
-        M = adata.layers[name]
-        empty = (M.nnz if sp.issparse(M) else np.count_nonzero(M)) == 0  # detected as counts, yet none
-        if not empty and detect_representation(M) == "counts":
+        if _holds_counts(adata.layers[name]):
             return name
-    return None
+    return raw_counts_layer(adata)
+
+
+def raw_counts_layer(adata) -> str | None:
+    """:data:`RAW_LAYER` when ``adata.raw`` holds counts for every gene of ``adata`` (then copied, those
+    genes in ``adata``'s order, into ``adata.layers[RAW_LAYER]``); ``None`` otherwise."""
+    if RAW_LAYER in adata.layers:
+        return RAW_LAYER
+    raw = adata.raw
+    if raw is None or raw.X is None or not adata.var_names.isin(raw.var_names).all():
+        return None
+    M = raw.X if raw.var_names.equals(adata.var_names) else raw[:, adata.var_names].X
+    if not _holds_counts(M):
+        return None
+    adata.layers[RAW_LAYER] = M
+    return RAW_LAYER
 
 
 def counts_layer_note(name: str) -> str:
     """The line that says a count layer is used instead of ``X``."""
+    if name == RAW_LAYER:
+        return "X holds no counts and adata.raw does: using raw.X (the genes of X)"
     return f"X holds no counts and layers[{name!r}] does: using layers[{name!r}]"
 
 
 def _matrix(adata, layer: str | None):
     """``adata.X`` or ``adata.layers[layer]`` (an unknown layer refused)."""
+    if layer == RAW_LAYER and raw_counts_layer(adata) is None:
+        raise InputError("--layer raw.X: adata.raw holds no counts for the genes of X")
     if layer is not None and layer not in adata.layers:
         raise InputError(f"layer {layer!r} not found (available: {list(adata.layers)}); fix --layer")
+    if layer is None and adata.X is None:
+        raise InputError(f"X is empty; name the matrix to use with --layer (layers: {list(adata.layers)})")
     return adata.layers[layer] if layer is not None else adata.X
 
 
