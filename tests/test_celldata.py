@@ -164,6 +164,23 @@ def test_pca_of_many_cells_fits_axes_on_a_sample_and_projects_every_cell():
     np.testing.assert_array_equal(same_coords, coords)
 
 
+def test_pca_of_a_wide_matrix_is_fitted_dense_on_fewer_cells(monkeypatch):
+    from cellsynth.data import celldata
+
+    adata = simulate({"a": 900, "b": 700, "c": 400}, n_genes=120, n_markers=10, programs=3, seed=3)
+    data = CellData.from_anndata(adata, label_key="cell_type")
+    mean, basis, coords = data.pca(5, seed=0)
+    # as if the matrix were a wide transcriptome: the randomized solver on 1,000 cells' dense values
+    monkeypatch.setattr(celldata, "ARPACK_MAX_ENTRIES", 10_000)
+    monkeypatch.setattr(celldata, "DENSE_PCA_BYTES", 1000 * 4 * data.n_genes)
+    w_mean, w_basis, w_coords = data.pca(5, seed=0)
+    np.testing.assert_allclose(w_mean, mean, rtol=1e-5, atol=1e-6)
+    cosines = np.linalg.svd(basis[:, :2].T @ w_basis[:, :2], compute_uv=False)
+    assert cosines.min() > 0.98, cosines
+    np.testing.assert_allclose(w_coords, (data.X.toarray() - mean) @ w_basis, rtol=1e-4, atol=1e-4)
+    assert not np.array_equal(w_basis, basis)  # another solver, another sample: the dense path was taken
+
+
 def test_a_counts_layer_is_found_only_beside_a_matrix_without_counts(counts_adata):
     from cellsynth.benchmark.options import read_labelled
     from cellsynth.data.celldata import counts_layer

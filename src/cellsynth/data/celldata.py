@@ -28,6 +28,11 @@ Representation = Literal["auto", "counts", "log1p", "as_is"]
 _MAX_LIBSIZES = 2000
 #: cells a PCA's axes are fitted on at most (:meth:`CellData.pca`; the rest are projected onto them)
 PCA_CELLS = 20_000
+#: a sparse sample larger than this (cells × genes) is densified for scanpy's randomized solver, whose
+#: dense products run on every thread, instead of ARPACK's single-threaded sparse products
+ARPACK_MAX_ENTRIES = 50_000_000
+#: ... in at most this many bytes of float32 (fewer cells when the genes are many)
+DENSE_PCA_BYTES = 1 << 30
 
 
 @dataclass
@@ -246,21 +251,28 @@ class CellData:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Mean (genes), components (genes × k) and coordinates (cells × k) of a PCA of ``X``.
 
-        scanpy's PCA: a sparse matrix stays sparse (implicit centring). ``k`` is capped by the data. Above
-        ``max_cells`` cells the axes are fitted on a seeded random ``max_cells`` of them and every cell is
-        projected onto them: a sample that large finds the leading axes of all the cells, and the solver's
-        time grows with the cells it is given (docs/benchmarks.md, "Scaling").
+        scanpy's PCA: a sparse matrix stays sparse (implicit centring, ARPACK). ``k`` is capped by the
+        data. Above ``max_cells`` cells the axes are fitted on a seeded random ``max_cells`` of them and
+        every cell is projected onto them: a sample that large finds the leading axes of all the cells,
+        and the solver's time grows with the cells it is given (docs/benchmarks.md, "Scaling"). A sparse
+        sample of more than :data:`ARPACK_MAX_ENTRIES` values (a wide transcriptome) is fitted dense with
+        the randomized solver instead, on at most :data:`DENSE_PCA_BYTES` of it.
         """
         import scanpy as sc
 
         X = self.X
         n = X.shape[0]
+        wide = sp.issparse(X) and min(n, max_cells) * X.shape[1] > ARPACK_MAX_ENTRIES
+        if wide:
+            max_cells = min(max_cells, max(2, DENSE_PCA_BYTES // (4 * X.shape[1])))
         fit_rows = None
         if n > max_cells:
             fit_rows = np.sort(np.random.default_rng(seed).choice(n, max_cells, replace=False))
         F = X if fit_rows is None else X[fit_rows]
         k = max(1, min(n_comps, F.shape[0] - 1, F.shape[1] - 1))
-        coords, components, _, _ = sc.pp.pca(F, n_comps=k, random_state=seed, return_info=True)
+        solver = {"svd_solver": "randomized"} if wide else {}
+        F = densify(F) if wide else F
+        coords, components, _, _ = sc.pp.pca(F, n_comps=k, random_state=seed, return_info=True, **solver)
         mean = np.asarray(X.mean(0)).ravel() if sp.issparse(X) else np.asarray(X).mean(0)
         components = np.ascontiguousarray(components.T, dtype=np.float32)
         if fit_rows is not None:  # every cell on the fitted axes, centred on all cells' mean
