@@ -43,9 +43,11 @@ def test_a_cpu_fabric_keeps_freed_batch_buffers_for_reuse():
     kept, faults = probe()
     left, faults_left = probe(CELLSYNTH_MALLOPT="0")
     assert kept and not left
-    # untouched, every round maps its buffers afresh: each 4 KB page faults (20 × 64 MB: ~320,000)
-    assert faults_left > 100_000
-    assert faults < faults_left / 20
+    # the rounds write 20 × 64 MB, 327,680 pages of 4 KB: with the thresholds the buffers are reused and
+    # hardly any page faults. Untouched, each round maps them afresh (~312,000 faults on an idle host; the
+    # kernel backs some with huge pages under load, as few as ~17,000 seen), always many more
+    assert faults < 4_000
+    assert faults_left > 2 * faults
 
 
 @pytest.mark.parametrize(("native", "min_entries", "expected"), [

@@ -209,11 +209,7 @@ def sample(
     model_dir: Annotated[Path, typer.Argument(help="Model directory written by `cellsynth fit`")],
     out: Annotated[Path, typer.Option("--out", help="OUT.h5ad or OUT.csv")] = ...,
     n: Annotated[
-        int | None,
-        typer.Option(
-            "--n",
-            help="Number of cells (default, without --per-type or --mix: as many as the model was fitted on)",
-        ),
+        int | None, typer.Option("--n", help="Number of cells (default: as many as fitted on)")
     ] = None,
     per_type: Annotated[str | None, typer.Option("--per-type", help='e.g. "B_cell=500,T_cell=200"')] = None,
     proportions: Annotated[str, typer.Option(help="real | uniform (how --n is split over types)")] = "real",
