@@ -59,8 +59,8 @@ def held_out_check(real, train, layer: str | None = None) -> None:
     real-vs-real control compares a set with itself, so every figure would mislead."""
     names = real.obs_names.intersection(train.obs_names)
     genes = real.var_names.intersection(train.var_names)
-    if not len(names) or not len(genes):
-        return
+    if not len(names) or not len(genes) or any(layer not in (None, *a.layers) for a in (real, train)):
+        return  # nothing shared to compare (a missing layer is reported with the common space)
 
     def rows(a):
         m = a[names, genes]
