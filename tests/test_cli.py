@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -381,3 +383,17 @@ def test_a_counts_layer_beside_log_normalised_x_is_what_the_default_fits(tmp_pat
     r = invoke("fit", path, "--representation", "log1p", "--epochs", 2, "--out", tmp_path / "m2", *SMALL)
     assert r.exit_code == 0, r.output
     assert "layers['counts']" not in r.output and "model: cgan" in r.output
+
+
+def test_the_package_warnings_are_one_line_others_keep_their_source(monkeypatch):
+    import warnings
+
+    import cellsynth
+    from cellsynth.cli_options import one_line_warnings
+
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # restored after the test
+    one_line_warnings()
+    ours = str(Path(cellsynth.__file__).parent / "train" / "plan.py")
+    assert warnings.formatwarning("rolled back", UserWarning, ours, 224) == "warning: rolled back\n"
+    theirs = warnings.formatwarning("deprecated", FutureWarning, "/elsewhere/lib.py", 7)
+    assert "/elsewhere/lib.py:7" in theirs and "FutureWarning" in theirs

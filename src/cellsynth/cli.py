@@ -25,6 +25,7 @@ from .cli_options import (
     check_seed,
     default_model_for,
     model_params,
+    one_line_warnings,
     parse_key_values,
     parse_pairs,
     print_summary,
@@ -208,9 +209,7 @@ def _report_fit(m, model: str, out: Path, checkpoint_dir: Path, data: Path, seco
 def sample(
     model_dir: Annotated[Path, typer.Argument(help="Model directory written by `cellsynth fit`")],
     out: Annotated[Path, typer.Option("--out", help="OUT.h5ad or OUT.csv")] = ...,
-    n: Annotated[
-        int | None, typer.Option("--n", help="Number of cells (default: as many as fitted on)")
-    ] = None,
+    n: Annotated[int | None, typer.Option("--n", help="Number of cells (default: the training size)")] = None,
     per_type: Annotated[str | None, typer.Option("--per-type", help='e.g. "B_cell=500,T_cell=200"')] = None,
     proportions: Annotated[str, typer.Option(help="real | uniform (how --n is split over types)")] = "real",
     mix: Annotated[str | None, typer.Option(help='Interpolate types, e.g. "alpha=0.5,beta=0.5"')] = None,
@@ -438,6 +437,7 @@ def list_models(
 
 
 def main() -> None:
+    one_line_warnings()
     try:
         app()
     except KeyboardInterrupt:  # pragma: no cover

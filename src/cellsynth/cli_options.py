@@ -19,6 +19,22 @@ import typer
 from .errors import CellsynthError, InputError
 
 
+def one_line_warnings() -> None:
+    """Show the package's own warnings (a rollback, an interruption) as ``warning: message`` lines, without
+    the source file and line that Python's default format adds; other packages' warnings keep it."""
+    import warnings
+
+    package = str(Path(__file__).resolve().parent)
+    default = warnings.formatwarning
+
+    def formatted(message, category, filename, lineno, line=None) -> str:
+        if str(Path(filename).resolve()).startswith(package):
+            return f"warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    warnings.formatwarning = formatted
+
+
 def fail(message: str, code: int = 2):
     """Print ``error: message`` on one line and exit with ``code``."""
     typer.echo(f"error: {message}", err=True)
