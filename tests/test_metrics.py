@@ -238,6 +238,19 @@ def test_training_cells_given_as_held_out_cells_are_refused(halves):
     assert np.isfinite(m.overall["dcr_ratio"])
 
 
+def test_normalised_values_without_the_log_are_refused(halves):
+    import scanpy as sc
+
+    train, test = halves
+    per_10k = test.copy()
+    sc.pp.normalize_total(per_10k, target_sum=1e4)
+    with pytest.raises(InputError, match="REAL holds non-integer values up to .* beyond log1p"):
+        evaluate(per_10k, train, label_key="cell_type", families=["detection"], settings=FAST)
+    sc.pp.log1p(per_10k)  # the same cells logged are compared
+    m = evaluate(per_10k, train, label_key="cell_type", families=["detection"], settings=FAST)
+    assert m.overall["detection_auc"] <= 0.6
+
+
 def test_log_normalised_input_is_used_as_is(halves):
     import scanpy as sc
 
