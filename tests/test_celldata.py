@@ -188,7 +188,7 @@ def test_a_counts_layer_is_found_only_beside_a_matrix_without_counts(counts_adat
     cells = counts_adata.copy()
     assert counts_layer(cells) is None  # X holds counts
     cells.layers["raw_counts"] = cells.X.copy()
-    cells.X = np.log1p(cells.X.toarray() * 0.5)
+    cells.X = np.log2(1 + cells.X.toarray() * 0.5)  # no counts to read back from these logarithms
     assert counts_layer(cells) == "raw_counts"
     cells.layers["counts"] = sp.csr_matrix(cells.shape, dtype=np.float32)  # empty: not counts to fit
     assert counts_layer(cells) == "raw_counts"
@@ -208,7 +208,7 @@ def test_counts_in_raw_are_found_beside_a_normalised_x(counts_adata):
     full.var_names = [f"g{i}" for i in range(full.n_vars)]
     cells = full[:, full.var_names[::-2]].copy()
     cells.raw = full
-    cells.X = np.log1p(cells.X.toarray() * 0.5)
+    cells.X = np.log2(1 + cells.X.toarray() * 0.5)
     assert counts_layer(cells) == RAW_LAYER
     np.testing.assert_array_equal(cells.layers[RAW_LAYER].toarray(), full[:, cells.var_names].X.toarray())
     data = CellData.from_anndata(cells, label_key="cell_type", layer=RAW_LAYER)
@@ -218,6 +218,29 @@ def test_counts_in_raw_are_found_beside_a_normalised_x(counts_adata):
     del logged.layers[RAW_LAYER]
     logged.raw = logged
     assert counts_layer(logged) is None
+
+
+def test_counts_are_read_back_from_log_normalised_values_only_when_exact(counts_adata):
+    import scanpy as sc
+
+    from cellsynth.data.celldata import RECOVERED_LAYER, counts_layer
+    from cellsynth.data.preprocess import recovered_counts
+
+    counts = counts_adata.X.toarray()
+    keep = (np.where(counts > 0, counts, np.inf).min(1) == 1) & (counts.sum(1) > 0)  # a count of 1 in each
+    cells = counts_adata[keep].copy()
+    counts = counts[keep]
+    sc.pp.normalize_total(cells, target_sum=1e4)
+    sc.pp.log1p(cells)
+    np.testing.assert_array_equal(recovered_counts(cells.X).toarray(), counts)
+    size_factors = np.random.default_rng(0).uniform(0.3, 3.0, (len(counts), 1))  # scran-like
+    np.testing.assert_array_equal(recovered_counts(np.log1p(counts / size_factors)).toarray(), counts)
+    assert counts_layer(cells) == RECOVERED_LAYER
+    assert CellData.from_anndata(cells, label_key="cell_type", layer=RECOVERED_LAYER).n_cells == len(counts)
+    # other transforms leave fractions: nothing is read back
+    assert recovered_counts(np.log2(1 + counts)) is None
+    assert recovered_counts(np.log1p(counts + 0.5)) is None
+    assert recovered_counts(np.log1p(counts) * 0.9) is None
 
 
 def test_an_empty_x_needs_a_layer(counts_adata):

@@ -385,6 +385,26 @@ def test_a_counts_layer_beside_log_normalised_x_is_what_the_default_fits(tmp_pat
     assert "layers['counts']" not in r.output and "model: cgan" in r.output
 
 
+def test_log_normalised_x_alone_is_fitted_on_the_counts_read_back_from_it(tmp_path):
+    import scanpy as sc
+
+    cells = simulate({"B_cell": 60, "T_cell": 60}, n_genes=30, seed=8)
+    X = cells.X.toarray()
+    cells = cells[(np.where(X > 0, X, np.inf).min(1) == 1)].copy()  # each cell has a count of 1
+    sc.pp.normalize_total(cells, target_sum=1e4)
+    sc.pp.log1p(cells)
+    path = tmp_path / "lognorm_only.h5ad"
+    cells.write_h5ad(path)
+    r = invoke("fit", path, "--epochs", 2, "--out", tmp_path / "m", *SMALL, *AE)
+    assert r.exit_code == 0, r.output
+    assert "counts can be read back" in r.output and "model: nbgan, the default for count data" in r.output
+    r = invoke("sample", tmp_path / "m", "--n", 20, "--out", tmp_path / "s.h5ad")
+    assert r.exit_code == 0, r.output
+    X = ad.read_h5ad(tmp_path / "s.h5ad").X
+    X = X.toarray() if hasattr(X, "toarray") else X
+    assert np.array_equal(X, np.round(X)) and X.sum() > 0
+
+
 def test_the_package_warnings_are_one_line_others_keep_their_source(monkeypatch):
     import warnings
 

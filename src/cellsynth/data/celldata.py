@@ -20,6 +20,7 @@ from .preprocess import (
     detect_representation,
     highly_variable_genes,
     normalize_log1p,
+    recovered_counts,
     scale_factors,
 )
 
@@ -302,9 +303,15 @@ def resolved_representation(adata, layer: str | None = None, representation: str
 #: layers that hold the raw counts beside a log-normalised ``X`` by the scverse convention (scvi-tools'
 #: ``layer="counts"``, scanpy's tutorials)
 COUNT_LAYERS = ("counts", "raw_counts")
-#: the layer that :func:`raw_counts_layer` fills from ``adata.raw`` (CELLxGENE's layout: normalised ``X``,
-#: raw counts in ``raw.X``)
-RAW_LAYER = "raw.X"
+#: layers filled from elsewhere when neither ``X`` nor those layers hold counts, in this order: the counts in
+#: ``adata.raw`` (CELLxGENE's layout: normalised ``X``, raw counts in ``raw.X``), and the counts read back
+#: from a log1p-normalised ``X`` (:func:`~cellsynth.data.preprocess.recovered_counts`)
+RAW_LAYER, RECOVERED_LAYER = "raw.X", "counts from X"
+_NOTES = {
+    RAW_LAYER: "X holds no counts and adata.raw does: using raw.X (the genes of X)",
+    RECOVERED_LAYER: "X holds log-normalised values whose counts can be read back (each cell's values "
+    "over its smallest are whole numbers): using those counts",
+}
 
 
 def _holds_counts(M) -> bool:
@@ -314,41 +321,44 @@ def _holds_counts(M) -> bool:
 
 def counts_layer(adata) -> str | None:
     """The first of :data:`COUNT_LAYERS` that holds counts (some non-zero) when ``adata.X`` does not hold
-    counts, else :func:`raw_counts_layer`; ``None`` when ``X`` holds counts or no counts are found."""
+    counts, else :func:`derived_counts_layer`; ``None`` when ``X`` holds counts or no counts are found."""
     if adata.X is not None and detect_representation(adata.X) == "counts":
         return None
     for name in (n for n in COUNT_LAYERS if n in adata.layers):
         if _holds_counts(adata.layers[name]):
             return name
-    return raw_counts_layer(adata)
+    return derived_counts_layer(adata)
 
 
-def raw_counts_layer(adata) -> str | None:
-    """:data:`RAW_LAYER` when ``adata.raw`` holds counts for every gene of ``adata`` (then copied, those
-    genes in ``adata``'s order, into ``adata.layers[RAW_LAYER]``); ``None`` otherwise."""
-    if RAW_LAYER in adata.layers:
-        return RAW_LAYER
-    raw = adata.raw
-    if raw is None or raw.X is None or not adata.var_names.isin(raw.var_names).all():
-        return None
-    M = raw.X if raw.var_names.equals(adata.var_names) else raw[:, adata.var_names].X
-    if not _holds_counts(M):
-        return None
-    adata.layers[RAW_LAYER] = M
-    return RAW_LAYER
+def derived_counts_layer(adata, name: str | None = None) -> str | None:
+    """The first (or the one ``name`` gives) of :data:`RAW_LAYER` and :data:`RECOVERED_LAYER` whose counts
+    exist, copied into ``adata.layers`` under that name; ``None`` when none does. ``raw.X`` counts:
+    ``adata.raw`` holds counts for every gene of ``adata`` (taken in ``adata``'s order)."""
+    for layer in (RAW_LAYER, RECOVERED_LAYER) if name is None else (name,):
+        if layer in adata.layers:
+            return layer
+        M, raw = None, adata.raw
+        if layer == RAW_LAYER and raw is not None and raw.X is not None:
+            if adata.var_names.isin(raw.var_names).all():
+                M = raw.X if raw.var_names.equals(adata.var_names) else raw[:, adata.var_names].X
+                M = M if _holds_counts(M) else None
+        elif layer == RECOVERED_LAYER and adata.X is not None and detect_representation(adata.X) == "log1p":
+            M = recovered_counts(adata.X)
+        if M is not None:
+            adata.layers[layer] = M
+            return layer
+    return None
 
 
 def counts_layer_note(name: str) -> str:
     """The line that says a count layer is used instead of ``X``."""
-    if name == RAW_LAYER:
-        return "X holds no counts and adata.raw does: using raw.X (the genes of X)"
-    return f"X holds no counts and layers[{name!r}] does: using layers[{name!r}]"
+    return _NOTES.get(name, f"X holds no counts and layers[{name!r}] does: using layers[{name!r}]")
 
 
 def _matrix(adata, layer: str | None):
     """``adata.X`` or ``adata.layers[layer]`` (an unknown layer refused)."""
-    if layer == RAW_LAYER and raw_counts_layer(adata) is None:
-        raise InputError("--layer raw.X: adata.raw holds no counts for the genes of X")
+    if layer in _NOTES and derived_counts_layer(adata, layer) is None:
+        raise InputError(f"--layer {layer!r}: this data holds no such counts")
     if layer is not None and layer not in adata.layers:
         raise InputError(f"layer {layer!r} not found (available: {list(adata.layers)}); fix --layer")
     if layer is None and adata.X is None:

@@ -53,6 +53,32 @@ def detect_representation(X) -> str:
     return "counts" if np.array_equal(values, np.round(values)) else "log1p"
 
 
+def recovered_counts(X) -> sp.csr_matrix | None:
+    """The counts behind log1p-normalised values, where they can be read back; else ``None``.
+
+    ``normalize_total`` (any target, or any per-cell size factors) then ``log1p`` scales each cell's
+    counts by one factor: ``expm1`` of a cell's values over its smallest non-zero one are its counts when
+    its smallest non-zero count is 1 (a few hundred genes at count 1 in a real cell). Read back only when
+    every value of every cell comes out a whole number, within float32's rounding of the logarithms (one
+    part in 10⁵, or 10⁻³ absolute); any other transform (another log base, scaling) leaves fractions and
+    gives ``None``, as do a cell without any non-zero value and values with under 10 % zeros (a
+    pseudo-count lifts every zero, and ``c + 1/2`` would read back as the whole numbers ``2c + 1``).
+    """
+    M = sp.csr_matrix(X, dtype=np.float64, copy=True)
+    M.eliminate_zeros()
+    per_cell = np.diff(M.indptr)
+    if M.nnz == 0 or M.nnz > 0.9 * M.shape[0] * M.shape[1] or np.any(per_cell == 0) or M.data.min() < 0:
+        return None
+    np.expm1(M.data, out=M.data)
+    smallest = np.minimum.reduceat(M.data, M.indptr[:-1])
+    ratio = M.data / np.repeat(smallest, per_cell)
+    whole = np.rint(ratio)
+    if not np.all(np.abs(ratio - whole) <= 1e-3 + 1e-5 * whole):
+        return None
+    M.data = whole
+    return M.astype(np.float32)
+
+
 def cell_totals(X) -> np.ndarray:
     """Each cell's (row's) total, summed in the matrix's dtype, as float64."""
     return np.asarray(X.sum(axis=1)).ravel().astype(np.float64)
