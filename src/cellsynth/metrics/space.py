@@ -173,7 +173,8 @@ def _prepared(adata, layer: str | None, side: str) -> tuple[str, Any, Any, np.nd
     X = _matrix(adata, layer, side)
     representation = detect_representation(X)
     values = X.data if sp.issparse(X) else np.asarray(X)
-    if representation == "log1p" and (top := float(values.max(initial=0.0))) > MAX_LOG:
+    # real cells only: a generator's (or a transform's) log values may pass the bound of normalised data
+    if side != "SYNTH" and representation == "log1p" and (top := float(values.max(initial=0.0))) > MAX_LOG:
         raise InputError(
             f"{side} holds non-integer values up to {top:.4g}, beyond log1p-normalised data (at most "
             f"{MAX_LOG:g}): pass counts or log-normalised values (scanpy.pp.log1p)"
