@@ -312,6 +312,29 @@ def test_evaluate_cli_writes_metrics_json(halves, tmp_path):
     assert r.exit_code == 2 and "error: " in r.output and "kind" in r.output
 
 
+def test_evaluate_cli_compares_counts_with_the_real_sets_counts(halves, tmp_path):
+    # REAL in CELLxGENE's layout (X normalised to a median total and logged, counts in raw.X) against
+    # synthetic counts: the real counts are used, so both sides are normalised the same way
+    import scanpy as sc
+
+    train, test = halves
+    real = test.copy()
+    real.raw = test
+    sc.pp.normalize_total(real)
+    sc.pp.log1p(real)
+    paths = {"real": tmp_path / "real.h5ad", "synth": tmp_path / "synth.h5ad"}
+    real.write_h5ad(paths["real"])
+    train.write_h5ad(paths["synth"])
+    args = ["evaluate", paths["real"], paths["synth"], "--label-key", "cell_type", "--family", "detection"]
+    args += ["--out", tmp_path / "eval", "--no-report"]
+    args += [x for k, v in FAST.items() for x in ("--setting", f"{k}={v}")]
+    r = runner.invoke(app, [str(a) for a in args])
+    assert r.exit_code == 0, r.output
+    assert "REAL: X holds no counts and adata.raw does" in r.output
+    data = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert data["overall"]["detection_auc"] <= 0.6  # real cells against real cells
+
+
 def test_metrics_cli_lists_every_metric():
     r = runner.invoke(app, ["metrics"])
     assert r.exit_code == 0, r.output

@@ -23,6 +23,7 @@ from .cli_options import (
     check_model_params,
     check_out_path,
     check_seed,
+    counts_beside_counts,
     default_model_for,
     model_params,
     one_line_warnings,
@@ -371,10 +372,9 @@ def evaluate(
     sets = {}
     for name, path in (("REAL", real), ("SYNTH", synth), ("TRAIN", train)):
         if path is not None:
-            sets[name] = read(path, label_key=label_key, make_unique=make_unique)
-            typer.echo(
-                f"read {name} {sets[name].n_obs} cells × {sets[name].n_vars} genes from {path}", err=True
-            )
+            sets[name] = a = read(path, label_key=label_key, make_unique=make_unique)
+            typer.echo(f"read {name} {a.n_obs} cells × {a.n_vars} genes from {path}", err=True)
+    sets = counts_beside_counts(sets)
     metrics, ctx = run_evaluation(
         sets["REAL"],
         sets["SYNTH"],

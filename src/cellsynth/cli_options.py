@@ -35,6 +35,31 @@ def one_line_warnings() -> None:
     warnings.formatwarning = formatted
 
 
+def with_counts(adata, who: str = ""):
+    """``adata`` with its counts as ``X`` where ``X`` holds none and a count layer, ``raw.X`` or counts read
+    back from ``X`` exist (:func:`~cellsynth.data.celldata.counts_layer`), said in one line on stderr (``who``
+    names the set); else ``adata`` itself."""
+    from .data.celldata import counts_layer, counts_layer_note
+
+    if (name := counts_layer(adata)) is None:
+        return adata
+    import anndata as ad
+
+    typer.echo(f"{who}{counts_layer_note(name)}", err=True)
+    return ad.AnnData(X=adata.layers[name], obs=adata.obs, var=adata.var)
+
+
+def counts_beside_counts(sets: dict) -> dict:
+    """``cellsynth evaluate``'s sets (``{"REAL": ..., "SYNTH": ..., "TRAIN": ...}``): where SYNTH holds
+    counts, the real sets' counts too (:func:`with_counts`), so that both sides are normalised alike."""
+    from .data.preprocess import detect_representation
+
+    synth = sets["SYNTH"].X
+    if synth is None or detect_representation(synth) != "counts":
+        return sets
+    return {k: a if k == "SYNTH" else with_counts(a, f"{k}: ") for k, a in sets.items()}
+
+
 def fail(message: str, code: int = 2):
     """Print ``error: message`` on one line and exit with ``code``."""
     typer.echo(f"error: {message}", err=True)

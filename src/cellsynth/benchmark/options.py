@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._io import jsonable
-from ..data.celldata import counts_layer, counts_layer_note
+from ..cli_options import with_counts
 from ..errors import InputError
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -131,12 +131,7 @@ def read_labelled(data, label_key: str, condition_keys: list[str]):
         adata = read(data, label_key=label_key)
     else:
         adata = data
-    if (name := counts_layer(adata)) is not None:
-        import anndata as ad
-        import typer
-
-        typer.echo(counts_layer_note(name), err=True)
-        adata = ad.AnnData(X=adata.layers[name], obs=adata.obs, var=adata.var)
+    adata = with_counts(adata)
     for key in [label_key, *condition_keys]:
         if key not in adata.obs.columns:
             option = "--label-key" if key == label_key else "--condition-key"
