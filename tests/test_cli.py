@@ -361,48 +361,44 @@ def test_duplicate_gene_names_stop_split_unless_make_unique(h5ad_path, tmp_path)
     assert list(train.var_names[:2]) == [genes[0], f"{genes[0]}-1"]
 
 
-def test_a_counts_layer_beside_log_normalised_x_is_what_the_default_fits(tmp_path):
-    """The scverse layout (log-normalised X, raw counts in layers["counts"]): the counts are fitted, with a
-    note; --representation log1p keeps X."""
+def fit_and_sample_log_normalised(cells: ad.AnnData, tmp_path) -> tuple[Path, str]:
+    """``cells`` normalised to 10,000 and logged, written, fitted with the defaults (which must fit the
+    count model) and sampled (which must give counts); the file and the fit's output."""
     import scanpy as sc
 
-    cells = simulate({"B_cell": 60, "T_cell": 60}, n_genes=30, seed=8)
-    cells.layers["counts"] = cells.X.copy()
     sc.pp.normalize_total(cells, target_sum=1e4)
     sc.pp.log1p(cells)
     path = tmp_path / "lognorm.h5ad"
     cells.write_h5ad(path)
     r = invoke("fit", path, "--epochs", 2, "--out", tmp_path / "m", *SMALL, *AE)
     assert r.exit_code == 0, r.output
-    assert "using layers['counts']" in r.output and "model: nbgan, the default for count data" in r.output
-    r = invoke("sample", tmp_path / "m", "--n", 20, "--out", tmp_path / "s.h5ad")
-    assert r.exit_code == 0, r.output
+    assert "model: nbgan, the default for count data" in r.output
+    s = invoke("sample", tmp_path / "m", "--n", 20, "--out", tmp_path / "s.h5ad")
+    assert s.exit_code == 0, s.output
     X = ad.read_h5ad(tmp_path / "s.h5ad").X
     X = X.toarray() if hasattr(X, "toarray") else X
     assert np.array_equal(X, np.round(X)) and X.sum() > 0
+    return path, r.output
+
+
+def test_a_counts_layer_beside_log_normalised_x_is_what_the_default_fits(tmp_path):
+    """The scverse layout (log-normalised X, raw counts in layers["counts"]): the counts are fitted, with a
+    note; --representation log1p keeps X."""
+    cells = simulate({"B_cell": 60, "T_cell": 60}, n_genes=30, seed=8)
+    cells.layers["counts"] = cells.X.copy()
+    path, output = fit_and_sample_log_normalised(cells, tmp_path)
+    assert "using layers['counts']" in output
     r = invoke("fit", path, "--representation", "log1p", "--epochs", 2, "--out", tmp_path / "m2", *SMALL)
     assert r.exit_code == 0, r.output
     assert "layers['counts']" not in r.output and "model: cgan" in r.output
 
 
 def test_log_normalised_x_alone_is_fitted_on_the_counts_read_back_from_it(tmp_path):
-    import scanpy as sc
-
     cells = simulate({"B_cell": 60, "T_cell": 60}, n_genes=30, seed=8)
     X = cells.X.toarray()
     cells = cells[(np.where(X > 0, X, np.inf).min(1) == 1)].copy()  # each cell has a count of 1
-    sc.pp.normalize_total(cells, target_sum=1e4)
-    sc.pp.log1p(cells)
-    path = tmp_path / "lognorm_only.h5ad"
-    cells.write_h5ad(path)
-    r = invoke("fit", path, "--epochs", 2, "--out", tmp_path / "m", *SMALL, *AE)
-    assert r.exit_code == 0, r.output
-    assert "counts can be read back" in r.output and "model: nbgan, the default for count data" in r.output
-    r = invoke("sample", tmp_path / "m", "--n", 20, "--out", tmp_path / "s.h5ad")
-    assert r.exit_code == 0, r.output
-    X = ad.read_h5ad(tmp_path / "s.h5ad").X
-    X = X.toarray() if hasattr(X, "toarray") else X
-    assert np.array_equal(X, np.round(X)) and X.sum() > 0
+    _, output = fit_and_sample_log_normalised(cells, tmp_path)
+    assert "counts can be read back" in output
 
 
 def test_the_package_warnings_are_one_line_others_keep_their_source(monkeypatch):

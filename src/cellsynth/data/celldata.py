@@ -16,6 +16,7 @@ from .preprocess import (
     MAX_LOG,
     REPRESENTATIONS,
     TARGET_SUM,
+    beyond_log1p,
     cell_totals,
     detect_representation,
     highly_variable_genes,
@@ -394,9 +395,7 @@ def _checked_matrix(adata, layer: str | None, representation: str):
             )
     if representation == "log1p" and has_negative:
         raise InputError("negative values in log1p data; use --representation as_is for scaled data")
-    if representation == "log1p" and (top := float(values.max(initial=0.0))) > MAX_LOG:
-        # normalised but not log-transformed values (or fractional counts) read as log values would be
-        # exponentiated to overflow in training: refused with what to do instead
+    if representation == "log1p" and (top := beyond_log1p(X)) is not None:
         raise InputError(
             f"the matrix holds non-integer values up to {top:.4g}, beyond log1p-normalised data (at most "
             f"{MAX_LOG:g}): log-transform it first (scanpy.pp.log1p), pass raw counts (--layer), or use "

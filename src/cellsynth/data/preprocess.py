@@ -53,6 +53,14 @@ def detect_representation(X) -> str:
     return "counts" if np.array_equal(values, np.round(values)) else "log1p"
 
 
+def beyond_log1p(X) -> float | None:
+    """``X``'s largest value where it passes :data:`MAX_LOG`, the bound of log1p-normalised data (values
+    normalised without the log, or fractional counts, read as logarithms would overflow); else ``None``."""
+    values = X.data if sp.issparse(X) else np.asarray(X)
+    top = float(values.max(initial=0.0))
+    return top if top > MAX_LOG else None
+
+
 def recovered_counts(X) -> sp.csr_matrix | None:
     """The counts behind log1p-normalised values, where they can be read back; else ``None``.
 

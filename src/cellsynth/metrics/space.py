@@ -18,7 +18,14 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..data.names import check_unique_names
-from ..data.preprocess import MAX_LOG, TARGET_SUM, cell_totals, detect_representation, normalize_log1p
+from ..data.preprocess import (
+    MAX_LOG,
+    TARGET_SUM,
+    beyond_log1p,
+    cell_totals,
+    detect_representation,
+    normalize_log1p,
+)
 from ..errors import InputError
 from .base import FAMILIES, FAMILY_ORDER, SETTINGS, EvalContext, Space
 
@@ -172,9 +179,8 @@ def gene_rank(Xlog, representation: str) -> np.ndarray:
 def _prepared(adata, layer: str | None, side: str) -> tuple[str, Any, Any, np.ndarray | None]:
     X = _matrix(adata, layer, side)
     representation = detect_representation(X)
-    values = X.data if sp.issparse(X) else np.asarray(X)
     # real cells only: a generator's (or a transform's) log values may pass the bound of normalised data
-    if side != "SYNTH" and representation == "log1p" and (top := float(values.max(initial=0.0))) > MAX_LOG:
+    if side != "SYNTH" and representation == "log1p" and (top := beyond_log1p(X)) is not None:
         raise InputError(
             f"{side} holds non-integer values up to {top:.4g}, beyond log1p-normalised data (at most "
             f"{MAX_LOG:g}): pass counts or log-normalised values (scanpy.pp.log1p)"
