@@ -408,3 +408,28 @@ def test_the_mmd_noise_is_the_spread_of_the_estimate_between_two_samples_of_one_
     spread = np.std([mmd_rbf(a, b) for a, b in pairs])
     noises = [mmd_rbf_noise(a, b, seed=i)[1] for i, (a, b) in enumerate(pairs[:20])]
     assert np.mean(noises) == pytest.approx(spread, rel=0.3)
+
+
+@pytest.mark.parametrize("n", [3, 57, 400])
+def test_the_scores_kernel_is_the_differentiable_kernel_to_the_bit(n):
+    """Scores (no gradient) build the pooled kernel in place; it must be the training loss's kernel
+    exactly (same median bandwidth, same sum over scales, zero diagonal), so a faster validation keeps
+    the same states."""
+    import torch
+
+    from cellsynth.metrics.distribution import _pooled_kernel
+
+    z = torch.randn(n, 5, generator=torch.Generator().manual_seed(n), dtype=torch.float64) * 3.0
+    scales = (0.25, 0.5, 1.0, 2.0, 4.0)
+    zg = z.clone().requires_grad_(True)
+    differentiable = _pooled_kernel(zg, scales)
+    differentiable.sum().backward()  # the training path still carries gradients
+    with torch.no_grad():
+        score = _pooled_kernel(z, scales)
+    assert torch.equal(score, differentiable.detach()) and zg.grad is not None
+    d2 = torch.cdist(z, z).pow(2)
+    off = ~torch.eye(n, dtype=torch.bool)
+    med2 = d2[off].median()
+    assert torch.equal(score.diagonal(), torch.zeros(n))
+    expected = sum(torch.exp(-d2 / (2 * s * s * med2)) for s in scales)
+    torch.testing.assert_close(score[off], expected[off], rtol=0, atol=0)

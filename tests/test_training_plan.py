@@ -53,6 +53,22 @@ def test_checkpoint_tree_keeps_types_tensors_and_integer_keys():
     assert back["best"] == float("inf") and back["none"] is None
 
 
+@pytest.mark.parametrize(("every", "epochs_run"), [(3, 4), (2, 3)])
+def test_patience_means_as_many_steps_where_epochs_are_longer_than_the_validation_interval(
+    counts_adata, monkeypatch, every, epochs_run
+):
+    """Epochs of 3 steps, validated at their ends, every validation worse than the first, patience 3: with
+    an interval of 3 steps that is 3 validations; with 2, an epoch is longer than the interval and patience
+    means 3 × 2 steps, so 2 validations of 3 steps each."""
+    scores = iter(range(100))
+    monkeypatch.setattr(AdversarialPlan, "validation_scores", lambda self: {"val_mmd": float(next(scores))})
+    model = models.get("cgan", epochs=8, patience=3, **{**TINY, "val_every_steps": every}).fit(
+        counts_adata, label_key="cell_type", progress=False
+    )
+    assert model.fit_record["stopped_because"] == "early stopping"
+    assert [r["g_step"] for r in model.history] == [3 * (i + 1) for i in range(epochs_run)]
+
+
 def test_a_stopped_run_resumed_from_its_checkpoint_ends_exactly_like_an_uninterrupted_one(
     counts_adata, tmp_path, monkeypatch
 ):
@@ -321,9 +337,11 @@ def _fit_a_scripted_likelihood_plan(tie_key=None, **settings):
     data = CellData.from_anndata(simulate({"a": 60, "b": 60}, n_genes=20, seed=0), label_key="cell_type")
     torch.manual_seed(0)
     net = NBVAENet(data.n_genes, [2], 4, (16,), 0.0, per_label=True, zero_inflated=False)
-    s = LikelihoodSettings(batch_size=32, val_every_steps=1, patience=2, **settings)
+    # 90 training cells, 2 steps an epoch: validated at every epoch's end, patience in validations
+    s = LikelihoodSettings(batch_size=32, val_every_steps=2, patience=2, **settings)
     plan = LikelihoodPlan(net, s, device="cpu", seed=0, progress=False, tie_key=tie_key)
     result = plan.fit(data)
+    assert plan.steps_per_epoch == 2
     final = plan.sampling_module().state_dict()
     return result, all(torch.equal(result.generator_state[k], final[k]) for k in final)
 

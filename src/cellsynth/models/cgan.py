@@ -19,7 +19,7 @@ from ..params import Param, ParamSpec
 from ..train import LOSSES
 from ..train.adversarial import AdversarialPlan, AdversarialSettings
 from ..train.losses import get_loss
-from ..train.optim import KEEP, LR_SCHEDULES, TOLERANCE_HELP
+from ..train.optim import KEEP, LR_SCHEDULES, PATIENCE_HELP, TOLERANCE_HELP
 from ..train.validation import VAL_METRICS
 from .labeller import predict_labels, train_labeller
 from .model import SyntheticCellModel
@@ -216,7 +216,7 @@ PARAMS = ParamSpec(
             choices=VAL_METRICS,
         ),
         Param("validate_start", _S.validate_start, "bool", "score the starting state too (kept if best)"),
-        Param("patience", _S.patience, "int", "validations without improvement (0: no stop)", ge=0),
+        Param("patience", _S.patience, "int", PATIENCE_HELP, ge=0),
         Param("val_tolerance", _S.val_tolerance, "float", TOLERANCE_HELP, ge=0),
         Param("keep", _S.keep, "str", "state kept: best (validated) | last (no early stop)", choices=KEEP),
         Param("checkpoint_minutes", _S.checkpoint_minutes, "float", "minutes between checkpoints", ge=0),

@@ -33,7 +33,7 @@ from ..errors import InputError
 from ..nn.blocks import MLP, one_hot_conditions
 from ..params import Param, ParamSpec
 from ..train.likelihood import LikelihoodPlan, LikelihoodSettings
-from ..train.optim import KEEP, LR_SCHEDULES, TOLERANCE_HELP
+from ..train.optim import KEEP, LR_SCHEDULES, PATIENCE_HELP, TOLERANCE_HELP
 from ..train.validation import LIKELIHOOD_VAL_METRICS
 from .model import SyntheticCellModel
 from .nbvae import EXPECTED_COUNTS, LOG_THETA_RANGE, PROFILE_VALUES, count_nll, draw_nb
@@ -260,7 +260,7 @@ PARAMS = ParamSpec(
         Param("val_fraction", _S.val_fraction, "float", "share of cells held out", ge=0, lt=1),
         Param("val_min_cells", _S.val_min_cells, "int", "held-out cells wanted (≤ 25% of cells)", ge=0),
         Param("val_every_steps", _S.val_every_steps, "int", "steps between validations", ge=1),
-        Param("patience", _S.patience, "int", "validations without improvement (0: no stop)", ge=0),
+        Param("patience", _S.patience, "int", PATIENCE_HELP, ge=0),
         Param("val_tolerance", _S.val_tolerance, "float", TOLERANCE_HELP, ge=0),
         Param(
             "val_metric",

@@ -15,6 +15,8 @@ LR_SCHEDULES = ("constant", "cosine")
 KEEP = ("best", "last")
 #: ``val_tolerance``: ties within a validation score's noise (its ``<key>_sd``); 0 keeps the lowest score
 TOLERANCE_HELP = "validation scores within this many noise SDs of the best are tied: the later state is kept"
+#: ``patience``: TrainingPlan.patience_validations
+PATIENCE_HELP = "validations without improvement (0: no stop); on epochs over val_every_steps: as many steps"
 LR_FLOOR = 0.1
 
 

@@ -9,7 +9,8 @@ the loop runs it:
   seed; nothing global is seeded), the stratified validation split;
 - **epochs of minibatches** (class-balanced when ``balance`` > 0), with a time budget;
 - **validation** every ``val_every_steps`` steps, keeping the best state and **early stopping** after
-  ``patience`` validations without improvement — or, with ``keep="last"``, recording the scores only and
+  ``patience`` validations without improvement (``patience × val_every_steps`` steps where an epoch is
+  longer than that interval) — or, with ``keep="last"``, recording the scores only and
   keeping the state training ends in (for a score that does not follow what is kept for: a held-out ELBO
   is best long before a VAE's samples are most realistic);
 - **checkpoints** every ``checkpoint_minutes`` and when SIGTERM/SIGINT arrives: the whole training state
@@ -288,13 +289,21 @@ class TrainingPlan:
                 bar.update(1)
                 if stopped != "epochs":
                     break
-                if s.patience and s.keep == "best" and loop["stale"] >= s.patience:
+                if s.patience and s.keep == "best" and loop["stale"] >= self.patience_validations():
                     stopped = "early stopping"
                     break
                 if self.checkpoint and time.monotonic() - last_checkpoint >= 60 * s.checkpoint_minutes:
                     self._write_checkpoint()
                     last_checkpoint = time.monotonic()
         return stopped
+
+    def patience_validations(self) -> int:
+        """Validations without progress that end training: ``patience``; where epochs (validated at their
+        ends) are longer than ``val_every_steps``, as many as make ``patience × val_every_steps`` steps."""
+        s = self.settings
+        if self.steps_per_epoch <= s.val_every_steps:
+            return s.patience
+        return max(1, math.ceil(s.patience * s.val_every_steps / self.steps_per_epoch))
 
     def _schedule_lr(self, budget_seconds: float) -> None:
         """Set every optimiser's rates for the coming epoch: set rate × schedule × rollback reductions."""
