@@ -6,6 +6,7 @@ import json
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
@@ -511,3 +512,26 @@ def test_c2st_validation_without_held_out_cells_is_refused(counts_adata):
     m = models.get("cgan", epochs=2, val_metric="c2st", val_fraction=0.0, val_min_cells=0, **TINY)
     with pytest.raises(TrainingError, match="val_metric='c2st' needs held-out cells"):
         m.fit(counts_adata, label_key="cell_type", progress=False)
+
+
+def test_integer_labels_and_covariates_come_back_as_integers_and_text_ones_as_text(counts_adata, tmp_path):
+    data = counts_adata.copy()
+    # twelve integer clusters (text order would put 10 and 11 before 2) and an integer day; the donor
+    # stays text even though its values look like numbers (scanpy's Leiden clusters are such text)
+    data.obs["cluster"] = np.arange(data.n_obs) % 12
+    data.obs["day"] = pd.Categorical(np.where(np.arange(data.n_obs) % 2 == 0, 3, 14))
+    data.obs["donor"] = pd.Categorical(np.where(np.arange(data.n_obs) % 3 == 0, "0", "1"))
+    small = dict(epochs=1, val_every_steps=5, g_hidden=(32,), d_hidden=(32, 16), c_hidden=(16, 8))
+    m = models.get("cgan", **small).fit(
+        data, label_key="cluster", condition_keys=["day", "donor"], progress=False
+    )
+    assert m.info["categories"]["cluster"] == [str(k) for k in range(12)]
+    m.save(tmp_path / "m")
+    for model in (m, load(tmp_path / "m")):
+        out = model.sample(n=60, per_type={"11": 5}, seed=0)
+        assert list(out.obs["cluster"].cat.categories) == list(range(12))
+        assert (out.obs["cluster"] == 11).sum() >= 5
+        assert set(out.obs["day"]) <= {3, 14} and pd.api.types.is_integer_dtype(out.obs["day"].cat.categories)
+        assert set(out.obs["donor"]) <= {"0", "1"}
+    mixed = m.sample(n=4, mix={"2": 0.5, "10": 0.5}, seed=0)
+    assert str(mixed.obs["cluster"].iloc[0]).startswith("mix(")

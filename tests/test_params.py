@@ -282,6 +282,8 @@ def _set(*keys, value):
         (_set("data", "categories", "donor", value=lambda c: c * 60_000), ["data.categories['donor']"]),
         (_set("data", "joint", "codes", value=lambda c: [99, *c[1:]]), ["data.joint.codes", "'cell_type'"]),
         (_set("data", "joint", "counts", value=lambda c: c[:-1]), ["data.joint.codes", "entries"]),
+        (_set("data", "integer_keys", value=["day"]), ["data.integer_keys", "'day'", "not a condition key"]),
+        (_set("data", "integer_keys", value="cell_type"), ["data.integer_keys", "not a list"]),
         (
             _set("data", "preprocessing", "train_genes", value=lambda g: [*g[:-1], 10**6]),
             ["data.preprocessing.train_genes", "beyond"],

@@ -83,6 +83,7 @@ class Condition:
     key: str
     categories: list[str]
     codes: np.ndarray  # int64, one per cell
+    integer: bool = False  # the obs column held integers (categories: their text, in numeric order)
 
     @property
     def n(self) -> int:
@@ -282,7 +283,7 @@ class CellData:
         return mean.astype(np.float32), components, np.asarray(coords, dtype=np.float32)
 
     def subset(self, idx: np.ndarray) -> CellData:
-        conds = [Condition(c.key, c.categories, c.codes[idx]) for c in self.conditions]
+        conds = [Condition(c.key, c.categories, c.codes[idx], c.integer) for c in self.conditions]
         names = None if self.obs_names is None else self.obs_names[idx]
         return CellData(
             self.X[idx],
@@ -408,8 +409,11 @@ def _encode_condition(col: pd.Series, key: str) -> Condition:
     """One categorical ``obs`` column as a vocabulary and integer codes (missing values refused)."""
     if col.isna().any():
         raise InputError(f"obs[{key!r}] has {int(col.isna().sum())} missing values; fill or drop those cells")
-    cat = pd.Categorical(col.astype(str))
-    return Condition(key, list(map(str, cat.categories)), np.asarray(cat.codes, dtype=np.int64))
+    dtype = col.cat.categories.dtype if isinstance(col.dtype, pd.CategoricalDtype) else col.dtype
+    integer = pd.api.types.is_integer_dtype(dtype)  # bool is not
+    # integers in numeric order (as text, 10 after 9); only the values present become categories
+    cat = pd.Categorical(np.asarray(col, dtype=np.int64) if integer else col.astype(str))
+    return Condition(key, list(map(str, cat.categories)), np.asarray(cat.codes, dtype=np.int64), integer)
 
 
 def _library_records(X, train_genes: np.ndarray, label: Condition):

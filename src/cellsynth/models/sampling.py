@@ -20,6 +20,19 @@ def joint_table(codes: np.ndarray) -> dict[str, list]:
     return {"codes": uniq.ravel().tolist(), "counts": counts.tolist()}
 
 
+def restore_integers(obs, info: dict) -> None:
+    """Give the condition columns of ``obs`` whose training column held integers integer categories again
+    (a mixture's name, ``mix(...)``, keeps the column as text)."""
+    for key in info.get("integer_keys", []):
+        if key not in obs:
+            continue
+        try:
+            values = [int(c) for c in obs[key].cat.categories]
+        except ValueError:
+            continue
+        obs[key] = obs[key].cat.rename_categories(values)
+
+
 def check_memory(info: dict, n, per_type) -> None:
     """Refuse a request whose dense working arrays cannot fit in this machine's memory.
 
