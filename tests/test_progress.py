@@ -113,4 +113,7 @@ def test_gat_training_in_a_log_writes_plain_lines(capsys):
     train_gat_scores(features, edges, codes, hidden=4, heads=1, max_epochs=5, patience=100, progress=True)
     err = capsys.readouterr().err
     assert "\r" not in err
-    assert err.splitlines()[-1].startswith("GAT: 5/5 epoch (100%)")
+    assert err.splitlines()[-1].startswith("GAT: 5/5 epoch (100%)")  # patience beyond max_epochs: a total
+    train_gat_scores(features, edges, codes, hidden=4, heads=1, max_epochs=50, patience=3, progress=True)
+    last = capsys.readouterr().err.splitlines()[-1]  # early stopping can end it sooner: a count and a rate
+    assert last.startswith("GAT: ") and "/50" not in last and ("epoch/s" in last or "s/epoch" in last)

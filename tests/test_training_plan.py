@@ -504,3 +504,33 @@ def test_the_validation_mmd_compares_at_most_val_cells_held_out_cells(counts_ada
     models.get("cgan", epochs=1, **TINY).fit(counts_adata, label_key="cell_type", progress=False)
     ((held, compared, generated),) = seen
     assert held > 60 and compared == 60 and generated == 500
+
+
+@pytest.mark.parametrize(
+    ("options", "total"),
+    [
+        ({"patience": 0}, 2),
+        ({"patience": 3}, None),
+        ({"patience": 3, "keep": "last"}, 2),
+        ({"max_minutes": 5}, None),
+    ],
+)
+def test_the_progress_bar_counts_towards_the_epochs_only_where_they_end_training(
+    counts_adata, monkeypatch, options, total
+):
+    """An ETA for every epoch is a promise only where neither early stopping nor a time budget can end
+    training sooner; otherwise the bar shows a rate."""
+    import cellsynth.progress
+
+    totals = []
+    real = cellsynth.progress.Progress
+
+    def recording(*args, **kwargs):
+        totals.append(kwargs.get("total", args[0] if args else None))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cellsynth.progress, "Progress", recording)
+    models.get("cgan", epochs=2, **{**TINY, **options}).fit(
+        counts_adata, label_key="cell_type", progress=False
+    )
+    assert totals == [total]

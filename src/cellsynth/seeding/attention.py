@@ -117,7 +117,9 @@ def train_gat_scores(
     best = (-math.inf, None, 0)
     stale = 0
     epoch = 0
-    bar = Progress(total=max_epochs, desc="GAT", unit="epoch", enabled=progress)
+    # where early stopping or a time budget can end it before max_epochs: a rate, not a misleading ETA
+    capped = patience < max_epochs or max_minutes
+    bar = Progress(total=None if capped else max_epochs, desc="GAT", unit="epoch", enabled=progress)
     # dropout draws from the global generator: keep it ours
     with bar, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -240,9 +240,9 @@ class TrainingPlan:
         stopped = "epochs"
         from ..progress import Progress
 
-        # under a time budget the epoch count is only a cap: show a rate, not a misleading ETA
+        # under a time budget or early stopping the epoch count is only a cap: a rate, not a misleading ETA
         bar = Progress(
-            total=None if s.max_minutes else s.epochs,
+            total=None if s.max_minutes or (s.patience and s.keep == "best") else s.epochs,
             desc="training",
             unit="epoch",
             enabled=self.show_progress,
