@@ -240,13 +240,10 @@ class TrainingPlan:
         stopped = "epochs"
         from ..progress import Progress
 
+        early_stops = bool(s.patience) and s.keep == "best"
         # under a time budget or early stopping the epoch count is only a cap: a rate, not a misleading ETA
-        bar = Progress(
-            total=None if s.max_minutes or (s.patience and s.keep == "best") else s.epochs,
-            desc="training",
-            unit="epoch",
-            enabled=self.show_progress,
-        )
+        total = None if s.max_minutes or early_stops else s.epochs
+        bar = Progress(total=total, desc="training", unit="epoch", enabled=self.show_progress)
         with bar, StopSignals() as signals:
             while loop["epoch"] < s.epochs:
                 if loop["batch"] == 0:
@@ -289,7 +286,7 @@ class TrainingPlan:
                 bar.update(1)
                 if stopped != "epochs":
                     break
-                if s.patience and s.keep == "best" and loop["stale"] >= self.patience_validations():
+                if early_stops and loop["stale"] >= self.patience_validations():
                     stopped = "early stopping"
                     break
                 if self.checkpoint and time.monotonic() - last_checkpoint >= 60 * s.checkpoint_minutes:
