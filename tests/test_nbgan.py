@@ -12,10 +12,11 @@ from torch.nn import functional as F
 from cellsynth import models
 from cellsynth.data import CellData
 from cellsynth.errors import InputError
-from cellsynth.models.nbgan import AE_STAGE, DecoderGenerator
+from cellsynth.models.nbgan import AE_STAGE, RESERVE_SHARE, DecoderGenerator
 from cellsynth.models.vae import NBVAENet
 from cellsynth.train.checkpoint import read_training_state
 from cellsynth.train.likelihood import LikelihoodPlan
+from cellsynth.train.spread import check_seconds
 from tests.conftest import assert_labelled_counts, sigterm_at_step
 
 TINY = dict(
@@ -159,6 +160,10 @@ def test_the_budget_is_shared_between_the_stages(counts_adata):
     # the calibration's seconds are reserved out of the adversarial stage's share, and it ran
     record = m.fit_record["calibration"]
     assert record["reserved_seconds"] > 0 and len(record["mean_abs_difference"]) == record["rounds"]
+    # with the spread term, the reserve covers its check's forests too (the check ran), within its cap
+    assert "spread" in m.fit_record and m.params["spread"]
+    reserve = min(check_seconds(counts_adata.n_obs), RESERVE_SHARE * 6)
+    assert record["reserved_seconds"] >= reserve - 1e-6
 
 
 def test_nbgan_refuses_what_it_cannot_fit(counts_adata):

@@ -50,7 +50,7 @@ from ..nn.blocks import one_hot_conditions
 from ..params import Param, ParamSpec
 from ..train.calibration import calibrate_means, expected_seconds
 from ..train.device import resolve_device
-from ..train.spread import calibrate_spread, leading_axes
+from ..train.spread import calibrate_spread, check_seconds, leading_axes
 from .cgan import CGAN, PARAMS
 from .decoder_generator import DecoderGenerator
 from .registry import register
@@ -73,9 +73,10 @@ AE_OPTIONS = tuple(
 #: (the decoder fed each type's Gaussian of codes, scored as the adversarial stage scores its states), or its
 #: own held-out NELBO (best at its first validation on every dataset here, long before the decoder is)
 AE_SELECTION = ("start", "nelbo")
-#: the most of a time budget reserved for the calibration (a short budget on a large dataset would
-#: otherwise leave the adversarial stage nothing); past the budget the calibration stops after a round
-RESERVE_SHARE = 0.1
+#: the most of a time budget reserved for the calibration and the spread term (a short budget on a large
+#: dataset would otherwise leave the adversarial stage nothing); past the budget the calibration stops
+#: after a round
+RESERVE_SHARE = 0.4
 #: the spread term's steps, and the training cells it is fitted on at most
 SPREAD_ROUNDS = 2
 SPREAD_CELLS = 5000
@@ -284,15 +285,20 @@ class NBGAN(CGAN):
         return settings
 
     def _calibration_estimate(self, data, device) -> float:
-        """Seconds reserved for the calibration out of the adversarial stage's budget: on the CPU, the
-        expected seconds (:func:`~cellsynth.train.calibration.expected_seconds`), at most RESERVE_SHARE of
-        the budget (the rounds stop once it is spent); on a GPU it takes seconds: nothing."""
+        """Seconds reserved out of the adversarial stage's budget for what follows it: on the CPU, the
+        calibration's and the spread term's expected seconds (their cells generated,
+        :func:`~cellsynth.train.calibration.expected_seconds`, and the spread check's forests), at most
+        RESERVE_SHARE of the budget (the calibration's rounds stop once the budget is spent); on a GPU the
+        generation takes seconds: nothing."""
         rounds, budget = int(self.params["calibrate"]), self.params["max_minutes"]
-        if self.params.get("spread"):  # its steps and its check generate about as many cells as a round each
+        spread = bool(self.params.get("spread"))
+        if spread:  # its steps and its check generate about as many cells as a round each
             rounds += SPREAD_ROUNDS + 2
         if not rounds or budget is None or resolve_device(device) != "cpu":
             return 0.0
         expected = expected_seconds(self.modules["generator"], self._noise_fn(), data, rounds)
+        if spread:
+            expected += check_seconds(min(data.n_cells, SPREAD_CELLS))
         return min(expected, RESERVE_SHARE * 60.0 * float(budget))
 
     def _plan_monitor(self):

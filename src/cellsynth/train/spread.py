@@ -44,6 +44,9 @@ MIN_CELLS = 300
 #: cells per side of the check's forest, at most, and the components of its PCA (the benchmark's)
 CHECK_CELLS = 1500
 CHECK_COMPONENTS = 50
+#: the check's two forests, in seconds: a fixed part (the PCA, the workers' start) and a part per training
+#: cell compared, on one thread (docs/benchmarks.md, "Short time budgets")
+CHECK_FIXED_SECONDS, CHECK_CELL_SECONDS = 1.0, 3e-3
 
 
 def leading_axes(real: np.ndarray, representation: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -78,7 +81,15 @@ def union_pca_auc(real: np.ndarray, synth: np.ndarray, seed: int) -> float:
     k = max(1, min(CHECK_COMPONENTS, both.shape[0] - 1, both.shape[1]))
     _, _, vh = randomized_svd(both, k, random_state=seed)
     coords = both @ vh.T
-    return classifier_auc(coords[: len(real)], coords[len(real) :], random_state=seed, n_jobs=1)
+    threads = max(1, torch.get_num_threads())  # the fit's threads; the trees do not depend on them
+    return classifier_auc(coords[: len(real)], coords[len(real) :], random_state=seed, n_jobs=threads)
+
+
+def check_seconds(n_cells: int) -> float:
+    """Seconds the check of :func:`calibrate_spread` is expected to take for ``n_cells`` training cells, on
+    torch's threads (its forests use them)."""
+    cells = min(int(n_cells), CHECK_CELLS)
+    return 2 * (CHECK_FIXED_SECONDS + CHECK_CELL_SECONDS * cells / max(1, torch.get_num_threads()))
 
 
 def type_covariances(scores: np.ndarray, labels: np.ndarray, n_types: int) -> dict[int, np.ndarray]:
@@ -176,6 +187,7 @@ __all__ = [
     "GENES",
     "RANK",
     "calibrate_spread",
+    "check_seconds",
     "cholesky_factors",
     "leading_axes",
     "top_up",
