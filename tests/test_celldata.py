@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import warnings
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -90,6 +92,29 @@ def test_normalised_values_that_are_not_logged_are_refused(representation):
         CellData.from_anndata(a, label_key="cell_type", representation=representation)
     a.X = sp.csr_matrix(np.log1p(a.X.toarray()))  # logged, the same cells are accepted
     assert CellData.from_anndata(a, label_key="cell_type").preprocessing.representation == "log1p"
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_fractional_counts_are_rounded_where_counts_are_asked_for_and_normalised_values_refused(dense):
+    """EM quantification's fractional counts (multi-mapping reads shared): refused as log values, rounded
+    to whole counts with a warning under representation counts; log-normalised values stay refused."""
+    a = simulate((30, 30), n_genes=20, seed=1)
+    counts = a.X.toarray()
+    frac = counts + np.where(counts > 0, 0.3, 0.0)  # every count a fraction more
+    frac[0, 0] = 0.4  # rounds to zero
+    frac[1, 0] = 40.6  # beyond log1p's range
+    a.X = frac if dense else sp.csr_matrix(frac)
+    with pytest.raises(InputError, match="round fractional counts"):
+        CellData.from_anndata(a, label_key="cell_type")
+    with pytest.warns(UserWarning, match="rounded to whole counts"):
+        data = CellData.from_anndata(a, label_key="cell_type", representation="counts")
+    expected = np.rint(frac)
+    assert data.preprocessing.representation == "counts"
+    np.testing.assert_array_equal(data.library, expected.sum(1))
+    logged = a.copy()
+    logged.X = np.log1p(counts / counts.sum(1, keepdims=True) * 1e4)
+    with pytest.raises(InputError, match="non-integer values; use --representation log1p"):
+        CellData.from_anndata(logged, label_key="cell_type", representation="counts")
 
 
 def test_cells_without_counts_are_rejected():
@@ -241,6 +266,9 @@ def test_counts_are_read_back_from_log_normalised_values_only_when_exact(counts_
     assert recovered_counts(np.log2(1 + counts)) is None
     assert recovered_counts(np.log1p(counts + 0.5)) is None
     assert recovered_counts(np.log1p(counts) * 0.9) is None
+    with warnings.catch_warnings():  # values beyond log1p's range: not read as logarithms (no overflow)
+        warnings.simplefilter("error")
+        assert recovered_counts(counts * 1.13 + 1e3 * (counts > 0)) is None
 
 
 def test_an_empty_x_needs_a_layer(counts_adata):

@@ -22,6 +22,7 @@ from .preprocess import (
     highly_variable_genes,
     normalize_log1p,
     recovered_counts,
+    rounded_counts,
     scale_factors,
 )
 
@@ -389,18 +390,15 @@ def _checked_matrix(adata, layer: str | None, representation: str):
                 "negative values in a count matrix; pass --representation as_is (or log1p) if the data "
                 "is not counts"
             )
-        if detected == "log1p":
-            raise InputError(
-                "--representation counts but the matrix holds non-integer values; use "
-                "--representation log1p for normalised data"
-            )
+        if detected == "log1p":  # refused within log1p's range (normalised data); rounded beyond it
+            X = rounded_counts(X)
     if representation == "log1p" and has_negative:
         raise InputError("negative values in log1p data; use --representation as_is for scaled data")
     if representation == "log1p" and (top := beyond_log1p(X)) is not None:
         raise InputError(
             f"the matrix holds non-integer values up to {top:.4g}, beyond log1p-normalised data (at most "
-            f"{MAX_LOG:g}): log-transform it first (scanpy.pp.log1p), pass raw counts (--layer), or use "
-            "--representation as_is"
+            f"{MAX_LOG:g}): log-transform it first (scanpy.pp.log1p), pass raw counts (--layer), round "
+            "fractional counts (--representation counts), or use --representation as_is"
         )
     return X, representation, not has_negative
 

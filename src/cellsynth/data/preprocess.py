@@ -61,6 +61,33 @@ def beyond_log1p(X) -> float | None:
     return top if top > MAX_LOG else None
 
 
+def rounded_counts(X):
+    """Non-integer values given as counts, rounded to the nearest whole counts (halves to even) with a
+    warning, in ``X``'s format (entries rounded to 0 leave a sparse matrix): fractional counts, as EM
+    quantification gives (alevin-fry; kallisto | bustools with multi-mapping reads shared). Values all
+    within log1p's range are normalised data, not counts: refused."""
+    import warnings
+
+    from ..errors import InputError
+
+    if beyond_log1p(X) is None:
+        raise InputError(
+            "--representation counts but the matrix holds non-integer values; use "
+            "--representation log1p for normalised data"
+        )
+    warnings.warn(
+        "representation counts: the non-integer values (fractional counts, as EM quantification gives) are "
+        "rounded to whole counts",
+        stacklevel=5,
+    )
+    if sp.issparse(X):
+        out = sp.csr_matrix(X, copy=True)
+        np.rint(out.data, out=out.data)
+        out.eliminate_zeros()
+        return out
+    return np.rint(np.asarray(X))
+
+
 def recovered_counts(X) -> sp.csr_matrix | None:
     """The counts behind log1p-normalised values, where they can be read back; else ``None``.
 
@@ -76,6 +103,8 @@ def recovered_counts(X) -> sp.csr_matrix | None:
     M.eliminate_zeros()
     per_cell = np.diff(M.indptr)
     if M.nnz == 0 or M.nnz > 0.9 * M.shape[0] * M.shape[1] or np.any(per_cell == 0) or M.data.min() < 0:
+        return None
+    if beyond_log1p(M) is not None:  # not log1p values (their expm1 would overflow)
         return None
     np.expm1(M.data, out=M.data)
     smallest = np.minimum.reduceat(M.data, M.indptr[:-1])
