@@ -266,7 +266,7 @@ class SyntheticCellModel:
         from ..train.device import resolve_device
 
         dev = torch.device(resolve_device(device))
-        chunks, origins = [], []
+        values, origins = None, []  # filled a chunk at a time: no second copy of every value
         codes_t = torch.from_numpy(codes)
         for m in self.modules.values():
             m.to(dev)
@@ -279,11 +279,13 @@ class SyntheticCellModel:
                     w[0] = torch.from_numpy(label_w[sl])
                 z, w, origin = self._latent(w, gen)
                 origins.append(origin)
-                chunks.append(self._generate([t.to(dev) for t in w], z.to(dev)).float().cpu().numpy())
+                chunk = self._generate([t.to(dev) for t in w], z.to(dev)).float().cpu().numpy()
+                if values is None:
+                    values = np.empty((total, chunk.shape[1]), dtype=chunk.dtype)
+                values[sl] = chunk
         finally:
             for m in self.modules.values():
                 m.to("cpu")
-        values = np.concatenate(chunks)
 
         obs = pd.DataFrame(index=[f"synth_{i}" for i in range(total)])
         obs[label_key] = pd.Categorical(names, categories=list(dict.fromkeys([*labels, *names])))
@@ -318,7 +320,8 @@ class SyntheticCellModel:
         pre = self.info["preprocessing"]
         n_out = len(pre["output_genes"])
         cols = np.asarray(pre["train_genes"], dtype=np.int64)
-        values = np.maximum(values, 0) if pre["nonnegative"] else values
+        if pre["nonnegative"]:
+            np.maximum(values, 0, out=values)  # in place: the values are the sampler's own
         if pre["representation"] == "counts":
             labels = self.info["categories"][self.info["label_key"]]
             if label_w is not None:  # mixtures: library size of the dominant label

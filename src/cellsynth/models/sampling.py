@@ -36,8 +36,9 @@ def restore_integers(obs, info: dict) -> None:
 def check_memory(info: dict, n, per_type) -> None:
     """Refuse a request whose dense working arrays cannot fit in this machine's memory.
 
-    The generated values are held dense (cells × training genes, float32) in batches and once
-    concatenated before the output is built; ``as_is`` output is dense over every output gene too.
+    The generated values are held dense (cells × training genes, float32) until the output is built,
+    with a batch's working arrays beside them (counted as much again); ``as_is`` output is dense over
+    every output gene too.
     """
     try:
         total = max(int(n or 0), 0) + sum(max(int(k), 0) for k in (per_type or {}).values())
