@@ -514,16 +514,17 @@ def test_c2st_validation_without_held_out_cells_is_refused(counts_adata):
         m.fit(counts_adata, label_key="cell_type", progress=False)
 
 
-def test_integer_labels_and_covariates_come_back_as_integers_and_text_ones_as_text(counts_adata, tmp_path):
+def test_integer_and_boolean_conditions_come_back_as_such_and_text_ones_as_text(counts_adata, tmp_path):
     data = counts_adata.copy()
     # twelve integer clusters (text order would put 10 and 11 before 2) and an integer day; the donor
     # stays text even though its values look like numbers (scanpy's Leiden clusters are such text)
     data.obs["cluster"] = np.arange(data.n_obs) % 12
     data.obs["day"] = pd.Categorical(np.where(np.arange(data.n_obs) % 2 == 0, 3, 14))
     data.obs["donor"] = pd.Categorical(np.where(np.arange(data.n_obs) % 3 == 0, "0", "1"))
+    data.obs["treated"] = np.arange(data.n_obs) % 4 == 0  # a boolean covariate
     small = dict(epochs=1, val_every_steps=5, g_hidden=(32,), d_hidden=(32, 16), c_hidden=(16, 8))
     m = models.get("cgan", **small).fit(
-        data, label_key="cluster", condition_keys=["day", "donor"], progress=False
+        data, label_key="cluster", condition_keys=["day", "donor", "treated"], progress=False
     )
     assert m.info["categories"]["cluster"] == [str(k) for k in range(12)]
     m.save(tmp_path / "m")
@@ -533,5 +534,9 @@ def test_integer_labels_and_covariates_come_back_as_integers_and_text_ones_as_te
         assert (out.obs["cluster"] == 11).sum() >= 5
         assert set(out.obs["day"]) <= {3, 14} and pd.api.types.is_integer_dtype(out.obs["day"].cat.categories)
         assert set(out.obs["donor"]) <= {"0", "1"}
+        assert (
+            pd.api.types.is_bool_dtype(out.obs["treated"].cat.categories)
+            and out.obs["treated"].astype(bool).any()
+        )
     mixed = m.sample(n=4, mix={"2": 0.5, "10": 0.5}, seed=0)
     assert str(mixed.obs["cluster"].iloc[0]).startswith("mix(")

@@ -284,6 +284,7 @@ def _set(*keys, value):
         (_set("data", "joint", "counts", value=lambda c: c[:-1]), ["data.joint.codes", "entries"]),
         (_set("data", "integer_keys", value=["day"]), ["data.integer_keys", "'day'", "not a condition key"]),
         (_set("data", "integer_keys", value="cell_type"), ["data.integer_keys", "not a list"]),
+        (_set("data", "bool_keys", value=["sick"]), ["data.bool_keys", "'sick'", "not a condition key"]),
         (
             _set("data", "preprocessing", "train_genes", value=lambda g: [*g[:-1], 10**6]),
             ["data.preprocessing.train_genes", "beyond"],

@@ -85,6 +85,7 @@ class Condition:
     categories: list[str]
     codes: np.ndarray  # int64, one per cell
     integer: bool = False  # the obs column held integers (categories: their text, in numeric order)
+    boolean: bool = False  # the obs column held booleans (categories "False", "True")
 
     @property
     def n(self) -> int:
@@ -284,7 +285,7 @@ class CellData:
         return mean.astype(np.float32), components, np.asarray(coords, dtype=np.float32)
 
     def subset(self, idx: np.ndarray) -> CellData:
-        conds = [Condition(c.key, c.categories, c.codes[idx], c.integer) for c in self.conditions]
+        conds = [Condition(c.key, c.categories, c.codes[idx], c.integer, c.boolean) for c in self.conditions]
         names = None if self.obs_names is None else self.obs_names[idx]
         return CellData(
             self.X[idx],
@@ -411,7 +412,8 @@ def _encode_condition(col: pd.Series, key: str) -> Condition:
     integer = pd.api.types.is_integer_dtype(dtype)  # bool is not
     # integers in numeric order (as text, 10 after 9); only the values present become categories
     cat = pd.Categorical(np.asarray(col, dtype=np.int64) if integer else col.astype(str))
-    return Condition(key, list(map(str, cat.categories)), np.asarray(cat.codes, dtype=np.int64), integer)
+    codes, boolean = np.asarray(cat.codes, dtype=np.int64), pd.api.types.is_bool_dtype(dtype)
+    return Condition(key, list(map(str, cat.categories)), codes, integer, boolean)
 
 
 def _library_records(X, train_genes: np.ndarray, label: Condition):

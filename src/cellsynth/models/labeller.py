@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .sampling import restore_integers
+from .sampling import restore_types
 
 
 def train_labeller(
@@ -95,7 +95,7 @@ def predict_labels(out, classifier: nn.Module, info: dict) -> None:
     prob = torch.softmax(logits.float(), -1)
     codes = prob.argmax(-1).numpy()
     out.obs[label_key] = pd.Categorical([labels[c] for c in codes], categories=labels)
-    restore_integers(out.obs, info)
+    restore_types(out.obs, info)
     out.obs["label_probability"] = prob.max(-1).values.numpy().astype(np.float32)
     out.uns.setdefault("cellsynth", {})["labels"] = (
         "predicted: an unconditional model; each cell labelled by the auxiliary classifier trained on the "

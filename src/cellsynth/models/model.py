@@ -24,7 +24,7 @@ from ..data.preprocess import draw_counts, expand_genes, normalize_log1p
 from ..errors import InputError, RequestError
 from ..params import ParamSpec
 from .persistence import FORMAT, FORMAT_VERSION
-from .sampling import check_memory, joint_conditions, joint_table, plan_conditions, restore_integers
+from .sampling import check_memory, joint_conditions, joint_table, plan_conditions, restore_types
 
 
 class SyntheticCellModel:
@@ -185,6 +185,7 @@ class SyntheticCellModel:
             "condition_keys": [c.key for c in data.conditions[1:]],
             "categories": {c.key: c.categories for c in data.conditions},
             "integer_keys": [c.key for c in data.conditions if c.integer],
+            "bool_keys": [c.key for c in data.conditions if c.boolean],
             "joint": joint_table(data.codes),
             "preprocessing": data.preprocessing.to_dict(),
             "n_train_cells": data.n_cells,
@@ -291,7 +292,7 @@ class SyntheticCellModel:
         obs[label_key] = pd.Categorical(names, categories=list(dict.fromkeys([*labels, *names])))
         for k, key in enumerate(info["condition_keys"], start=1):
             obs[key] = pd.Categorical.from_codes(codes[:, k], categories=info["categories"][key])
-        restore_integers(obs, info)
+        restore_types(obs, info)
         X, log1p = self._to_output(values, codes[:, 0], label_w, rng)
         pre = info["preprocessing"]
         out = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=pd.Index(pre["output_genes"])))

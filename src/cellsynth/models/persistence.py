@@ -227,9 +227,10 @@ def check_config(cfg: dict) -> tuple[list[int], int]:
             raise _BadField(field, "is missing")
         sizes.append(len(_texts(categories[key], field, fewest=1, most=MAX_CATEGORIES, unique=True)))
     labels = categories[label_key]
-    for key in _texts(info.get("integer_keys", []), "data.integer_keys", most=1 + len(keys), unique=True):
-        if key not in (label_key, *keys):
-            raise _BadField("data.integer_keys", f"names {key!r}, not a condition key")
+    for field in ("integer_keys", "bool_keys"):
+        for key in _texts(info.get(field, []), f"data.{field}", most=1 + len(keys), unique=True):
+            if key not in (label_key, *keys):
+                raise _BadField(f"data.{field}", f"names {key!r}, not a condition key")
 
     joint = _mapping(info.get("joint"), "data.joint")
     counts = _numbers(joint.get("counts"), "data.joint.counts", fewest=1, most=MAX_COMBINATIONS)

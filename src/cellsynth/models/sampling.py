@@ -20,9 +20,10 @@ def joint_table(codes: np.ndarray) -> dict[str, list]:
     return {"codes": uniq.ravel().tolist(), "counts": counts.tolist()}
 
 
-def restore_integers(obs, info: dict) -> None:
-    """Give the condition columns of ``obs`` whose training column held integers integer categories again
-    (a mixture's name, ``mix(...)``, keeps the column as text)."""
+def restore_types(obs, info: dict) -> None:
+    """Give the condition columns of ``obs`` whose training column held integers integer categories
+    again, and those that held booleans boolean ones (a mixture's name, ``mix(...)``, keeps the column as
+    text)."""
     for key in info.get("integer_keys", []):
         if key not in obs:
             continue
@@ -31,6 +32,9 @@ def restore_integers(obs, info: dict) -> None:
         except ValueError:
             continue
         obs[key] = obs[key].cat.rename_categories(values)
+    for key in info.get("bool_keys", []):
+        if key in obs and set(obs[key].cat.categories) <= {"False", "True"}:
+            obs[key] = obs[key].cat.rename_categories({"False": False, "True": True})
 
 
 def check_memory(info: dict, n, per_type) -> None:
