@@ -183,7 +183,8 @@ def _prepared(adata, layer: str | None, side: str) -> tuple[str, Any, Any, np.nd
     if side != "SYNTH" and representation == "log1p" and (top := beyond_log1p(X)) is not None:
         raise InputError(
             f"{side} holds non-integer values up to {top:.4g}, beyond log1p-normalised data (at most "
-            f"{MAX_LOG:g}): pass counts or log-normalised values (scanpy.pp.log1p)"
+            f"{MAX_LOG:g}): pass counts (fractional counts rounded, e.g. numpy.rint) or log-normalised "
+            "values (scanpy.pp.log1p)"
         )
     if representation != "counts":  # log data and other data are used as they are
         return representation, X, X, None
