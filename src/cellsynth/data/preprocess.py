@@ -20,12 +20,15 @@ do not pay for it.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from functools import cache
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
+
+from ..errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -66,10 +69,6 @@ def rounded_counts(X):
     warning, in ``X``'s format (entries rounded to 0 leave a sparse matrix): fractional counts, as EM
     quantification gives (alevin-fry; kallisto | bustools with multi-mapping reads shared). Values all
     within log1p's range are normalised data, not counts: refused."""
-    import warnings
-
-    from ..errors import InputError
-
     if beyond_log1p(X) is None:
         raise InputError(
             "--representation counts but the matrix holds non-integer values; use "

@@ -298,7 +298,7 @@ class NBGAN(CGAN):
             return 0.0
         expected = expected_seconds(self.modules["generator"], self._noise_fn(), data, rounds)
         if spread:
-            expected += check_seconds(min(data.n_cells, SPREAD_CELLS))
+            expected += check_seconds(data.n_cells)
         return min(expected, RESERVE_SHARE * 60.0 * float(budget))
 
     def _plan_monitor(self):

@@ -81,7 +81,7 @@ def union_pca_auc(real: np.ndarray, synth: np.ndarray, seed: int) -> float:
     k = max(1, min(CHECK_COMPONENTS, both.shape[0] - 1, both.shape[1]))
     _, _, vh = randomized_svd(both, k, random_state=seed)
     coords = both @ vh.T
-    threads = max(1, torch.get_num_threads())  # the fit's threads; the trees do not depend on them
+    threads = torch.get_num_threads()  # the fit's threads; the trees do not depend on them
     return classifier_auc(coords[: len(real)], coords[len(real) :], random_state=seed, n_jobs=threads)
 
 
@@ -89,7 +89,7 @@ def check_seconds(n_cells: int) -> float:
     """Seconds the check of :func:`calibrate_spread` is expected to take for ``n_cells`` training cells, on
     torch's threads (its forests use them)."""
     cells = min(int(n_cells), CHECK_CELLS)
-    return 2 * (CHECK_FIXED_SECONDS + CHECK_CELL_SECONDS * cells / max(1, torch.get_num_threads()))
+    return 2 * (CHECK_FIXED_SECONDS + CHECK_CELL_SECONDS * cells / torch.get_num_threads())
 
 
 def type_covariances(scores: np.ndarray, labels: np.ndarray, n_types: int) -> dict[int, np.ndarray]:
