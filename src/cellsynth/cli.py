@@ -6,8 +6,6 @@ half-written output behind.
 
 from __future__ import annotations
 
-import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -102,6 +100,14 @@ def fit(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace the model directory --out if it exists")
     ] = False,
+    out_of_core: Annotated[
+        bool | None,
+        typer.Option(
+            "--out-of-core/--in-memory",
+            help=".h5ad: read the matrix from disk block by block and train from a memory-mapped copy beside "
+            "--out (default: when memory is short)",
+        ),
+    ] = None,
 ):
     """Fit a generator on DATA and save it to --out (weights.safetensors + config.json).
 
@@ -109,8 +115,7 @@ def fit(
     --out every few minutes and when SIGTERM/SIGINT stops training; --resume continues from it.
     """
     from . import models
-    from .data import read
-    from .data.celldata import counts_layer, counts_layer_note
+    from .cli_fit import fit_input, report_fit, resumed_run
 
     options = {"--epochs": epochs, "--max-minutes": max_minutes, "--leakage": leakage, "--gat-k": gat_k}
     options["--rare-threshold"] = rare_threshold
@@ -126,7 +131,7 @@ def fit(
             raise InputError(
                 "--resume continues a run with its own parameters; drop --param and the garage options"
             )
-        model, seed, fit_options, param = _resumed_run(checkpoint_dir)
+        model, seed, fit_options, param = resumed_run(checkpoint_dir)
         label_key, condition_key = fit_options["label_key"], fit_options["condition_keys"]
         layer, representation, n_genes = (fit_options[k] for k in ("layer", "representation", "n_genes"))
     elif (checkpoint_dir / "training.json").exists():
@@ -139,11 +144,16 @@ def fit(
     check_model_params(
         model, model_params(model, param, epochs=epochs, max_minutes=max_minutes, garage=garage)
     )
-    adata = read(data, labels=labels, label_key=label_key, make_unique=make_unique)
-    typer.echo(f"read {adata.n_obs} cells × {adata.n_vars} genes from {data}", err=True)
-    if layer is None and representation == "auto" and (found := counts_layer(adata)) is not None:
-        layer = found
-        typer.echo(f"{counts_layer_note(found)} (--representation log1p keeps X)", err=True)
+    adata, layer = fit_input(
+        data,
+        labels=labels,
+        label_key=label_key,
+        make_unique=make_unique,
+        layer=layer,
+        representation=representation,
+        out_of_core=out_of_core,
+        cache_dir=out.absolute().parent,
+    )
     if model is None:
         model = default_model_for(adata, layer, representation)
     m = models.get(model, **model_params(model, param, epochs=epochs, max_minutes=max_minutes, garage=garage))
@@ -171,38 +181,7 @@ def fit(
         if checkpoint_dir.exists():
             typer.echo(f"training failed; the best model so far is in {checkpoint_dir}", err=True)
         raise
-    _report_fit(m, model, out, checkpoint_dir, data, time.monotonic() - t0)
-
-
-def _resumed_run(checkpoint_dir: Path) -> tuple[str, int, dict, list[str]]:
-    """What the run whose checkpoint is in ``checkpoint_dir`` was: model, seed, fit options and its
-    parameters as ``--param`` items."""
-    from .train.checkpoint import read_training_meta
-
-    meta = read_training_meta(checkpoint_dir)
-    params = [f"{k}={json.dumps(v)}" for k, v in meta["params"].items()]
-    return meta["model"], meta["seed"], meta["fit"], params
-
-
-def _report_fit(m, model: str, out: Path, checkpoint_dir: Path, data: Path, seconds: float) -> None:
-    """One line on how training ended; an interrupted run keeps its checkpoint and exits with 130."""
-    rec = m.fit_record
-    if rec.get("stopped_because") == "interrupted":
-        typer.echo(
-            f"training interrupted after {len(m.history)} epochs; the best model so far → {out}; "
-            f"`cellsynth fit {data} --out {out} --resume` continues it",
-            err=True,
-        )
-        raise typer.Exit(130)
-    if checkpoint_dir.exists():
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    best = rec.get("best_val")
-    score = "" if best is None else f", best validation {rec.get('val_metric', 'score')} {best:.4g}"
-    typer.echo(
-        f"fitted {model} in {seconds:.0f}s ({len(m.history)} epochs, stopped: {rec.get('stopped_because')}"
-        f"{score}) → {out}",
-        err=True,
-    )
+    report_fit(m, model, out, checkpoint_dir, data, time.monotonic() - t0)
 
 
 @app.command()

@@ -79,6 +79,8 @@ def user_errors(fn: Callable) -> Callable:
             fail(f"permission denied: {e.filename}; choose a writable --out")
         except KeyboardInterrupt:
             fail("interrupted; nothing was written", code=130)
+        except MemoryError as e:
+            fail(f"out of memory ({e}); fit a large .h5ad out of core (--out-of-core), or ask for less")
 
     return wrapper
 
@@ -211,7 +213,10 @@ def default_model_for(adata, layer: str | None, representation: str) -> str:
     from .data.celldata import resolved_representation
     from .defaults import DEFAULT_MODEL, default_model
 
-    resolved = resolved_representation(adata, layer, representation)
+    if hasattr(adata, "detected"):  # out of core (BackedCells): its first block, the layer chosen
+        resolved = adata.detected() if representation == "auto" else representation
+    else:
+        resolved = resolved_representation(adata, layer, representation)
     model = default_model(resolved)
     why = "count data" if resolved == "counts" else f"{resolved} data ({DEFAULT_MODEL} needs raw counts)"
     typer.echo(f"model: {model}, the default for {why}; --model chooses another", err=True)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from .backed import BackedCells
 from .celldata import CellData
 
-__all__ = ["CellData", "read"]
+__all__ = ["BackedCells", "CellData", "read"]
 
 
 def __getattr__(name: str):

@@ -13,8 +13,6 @@ import scipy.sparse as sp
 from ..errors import InputError
 from .names import check_unique_names
 from .preprocess import (
-    MAX_LOG,
-    REPRESENTATIONS,
     TARGET_SUM,
     beyond_log1p,
     cell_totals,
@@ -25,10 +23,13 @@ from .preprocess import (
     rounded_counts,
     scale_factors,
 )
+from .values import ValueSummary, checked_representation
 
 Representation = Literal["auto", "counts", "log1p", "as_is"]
 # library sizes kept per label in the model config: enough to sample from, small enough for JSON
 _MAX_LIBSIZES = 2000
+#: stored values summed over at a time (:meth:`CellData.row_blocks`; blocks of a file read from disk)
+BLOCK_ENTRIES = 1 << 24
 #: cells a PCA's axes are fitted on at most (:meth:`CellData.pca`; the rest are projected onto them)
 PCA_CELLS = 20_000
 #: a sparse sample larger than this (cells × genes) is densified for scanpy's randomized solver, whose
@@ -68,6 +69,17 @@ class Preprocessing:
     nonnegative: bool = True
     gene_selection: str = "expressed"
     layer: str | None = None
+
+    @classmethod
+    def of_genes(cls, genes, train_genes, gene_selection: str, **fields) -> Preprocessing:
+        """The record of a fit on columns ``train_genes`` of ``genes`` (``fields``: the other attributes):
+        every gene is output, or only the selected ones where they are the highly variable genes."""
+        output_genes = [str(g) for g in genes]
+        if gene_selection != "expressed":  # --n-genes restricts the output to the selected genes too
+            output_genes = [output_genes[i] for i in train_genes]
+            train_genes = np.arange(len(train_genes))
+        trained = [int(i) for i in train_genes]
+        return cls(output_genes=output_genes, train_genes=trained, gene_selection=gene_selection, **fields)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -113,12 +125,9 @@ class CellData:
         library: np.ndarray | None = None,
         scale: np.ndarray | None = None,
     ):
-        self.X = X
-        self.conditions = conditions
-        self.preprocessing = preprocessing
-        self.obs_names = obs_names
-        self.library = library
-        self.scale = scale
+        self.X, self.conditions, self.preprocessing = X, conditions, preprocessing
+        self.obs_names, self.library, self.scale = obs_names, library, scale
+        self.storage = None  # out of core: the folder (TemporaryDirectory) of the memory-mapped X
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -152,19 +161,12 @@ class CellData:
             Restrict training and output to the top-N highly variable genes (default: every gene
             expressed in at least one cell).
         """
-        keys = [label_key, *[k for k in condition_keys if k != label_key]]
-        for key in keys:
-            if key not in adata.obs.columns:
-                available = ", ".join(map(str, adata.obs.columns[:12])) or "none"
-                raise InputError(
-                    f"obs column {key!r} not found in the data (available: {available}); "
-                    f"pass the column that holds it with --label-key/--condition-key"
-                )
+        keys = condition_keys_checked(adata.obs, label_key, condition_keys)
         if adata.n_obs < 2 or adata.n_vars < 2:
             raise InputError(f"the data has {adata.n_obs} cells × {adata.n_vars} genes; need at least 2 × 2")
         check_unique_names(adata, "adata", fix="call adata.{axis}_names_make_unique() first")
         X, representation, nonnegative = _checked_matrix(adata, layer, representation)
-        conditions = [_encode_condition(adata.obs[key], key) for key in keys]
+        conditions = [encode_condition(adata.obs[key], key) for key in keys]
 
         expressed = np.asarray((X != 0).sum(axis=0)).ravel() > 0
         if not expressed.any():
@@ -202,19 +204,11 @@ class CellData:
         else:
             X_train = np.ascontiguousarray(X_train, dtype=np.float32)
 
-        output_genes = [str(g) for g in adata.var_names]
-        if gene_selection != "expressed":  # --n-genes restricts the output to the selected genes too
-            output_genes = [output_genes[i] for i in train_genes]
-            train_genes = np.arange(len(train_genes))
-        pre = Preprocessing(
-            representation=representation,
-            output_genes=output_genes,
-            train_genes=[int(i) for i in train_genes],
-            target_sum=target_sum,
-            library_sizes=library_sizes,
-            nonnegative=nonnegative,
-            gene_selection=gene_selection,
-            layer=layer,
+        fields = dict(
+            target_sum=target_sum, library_sizes=library_sizes, nonnegative=nonnegative, layer=layer
+        )
+        pre = Preprocessing.of_genes(
+            adata.var_names, train_genes, gene_selection, representation=representation, **fields
         )
         return cls(
             X_train,
@@ -251,6 +245,22 @@ class CellData:
         """Rows ``idx`` as a dense float32 array (only minibatches are ever densified)."""
         return densify(self.rows(idx))
 
+    def row_blocks(self, idx: np.ndarray, max_entries: int | None = None):
+        """Rows ``idx`` in consecutive blocks of at most ``max_entries`` stored values (at least one row
+        each; default :data:`BLOCK_ENTRIES`): ``(positions in idx, rows as stored)`` pairs, a single block
+        where all of them fit. Sums over many cells go block by block, so that a matrix on disk is never
+        copied whole into memory."""
+        idx, X, max_entries = np.asarray(idx), self.X, max_entries or BLOCK_ENTRIES
+        per_row = np.diff(X.indptr)[idx] if sp.issparse(X) else np.full(len(idx), X.shape[1])
+        ends = np.cumsum(per_row, dtype=np.int64)
+        start = 0
+        while start < len(idx):
+            base = ends[start - 1] if start else 0
+            stop = min(max(int(np.searchsorted(ends, base + max_entries, side="right")), start + 1), len(idx))
+            part = slice(start, stop) if start or stop < len(idx) else slice(None)
+            yield part, X[idx[part]]
+            start = stop
+
     def pca(
         self, n_comps: int, seed: int = 0, max_cells: int = PCA_CELLS
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -278,7 +288,10 @@ class CellData:
         solver = {"svd_solver": "randomized"} if wide else {}
         F = densify(F) if wide else F
         coords, components, _, _ = sc.pp.pca(F, n_comps=k, random_state=seed, return_info=True, **solver)
-        mean = np.asarray(X.mean(0)).ravel() if sp.issparse(X) else np.asarray(X).mean(0)
+        if sp.issparse(X) and X.nnz > BLOCK_ENTRIES:  # summed block by block: scipy's mean copies X twice
+            mean = sum(np.asarray(b.sum(0), np.float64).ravel() for _, b in self.row_blocks(np.arange(n))) / n
+        else:
+            mean = np.asarray(X.mean(0)).ravel() if sp.issparse(X) else np.asarray(X).mean(0)
         components = np.ascontiguousarray(components.T, dtype=np.float32)
         if fit_rows is not None:  # every cell on the fitted axes, centred on all cells' mean
             coords = np.asarray(X @ components) - mean.astype(np.float32) @ components
@@ -375,36 +388,25 @@ def _checked_matrix(adata, layer: str | None, representation: str):
     refused when it cannot be trained on as asked."""
     X = _as_float32(_matrix(adata, layer))
     values = X.data if sp.issparse(X) else X
-    if not np.all(np.isfinite(values)):
-        raise InputError(
-            "the expression matrix contains NaN or Inf values; remove or impute them before fitting"
-        )
-    detected = detect_representation(X)
-    has_negative = detected == "as_is"
-    if representation == "auto":
-        representation = detected
-    if representation not in REPRESENTATIONS:
-        raise InputError(f"unknown representation {representation!r}; use auto, counts, log1p or as_is")
-    if representation == "counts":
-        if has_negative:
+    summary = ValueSummary(bool(np.all(np.isfinite(values))), detect_representation(X), beyond_log1p(X))
+    representation, rounding = checked_representation(summary, representation)
+    return (rounded_counts(X) if rounding else X), representation, summary.detected != "as_is"
+
+
+def condition_keys_checked(obs: pd.DataFrame, label_key: str, condition_keys) -> list[str]:
+    """The label key, then the other condition keys; refused where ``obs`` has no such column."""
+    keys = [label_key, *[k for k in condition_keys if k != label_key]]
+    for key in keys:
+        if key not in obs.columns:
+            available = ", ".join(map(str, obs.columns[:12])) or "none"
             raise InputError(
-                "negative values in a count matrix; pass --representation as_is (or log1p) if the data "
-                "is not counts"
+                f"obs column {key!r} not found in the data (available: {available}); "
+                f"pass the column that holds it with --label-key/--condition-key"
             )
-        if detected == "log1p":  # refused within log1p's range (normalised data); rounded beyond it
-            X = rounded_counts(X)
-    if representation == "log1p" and has_negative:
-        raise InputError("negative values in log1p data; use --representation as_is for scaled data")
-    if representation == "log1p" and (top := beyond_log1p(X)) is not None:
-        raise InputError(
-            f"the matrix holds non-integer values up to {top:.4g}, beyond log1p-normalised data (at most "
-            f"{MAX_LOG:g}): log-transform it first (scanpy.pp.log1p), pass raw counts (--layer), round "
-            "fractional counts (--representation counts), or use --representation as_is"
-        )
-    return X, representation, not has_negative
+    return keys
 
 
-def _encode_condition(col: pd.Series, key: str) -> Condition:
+def encode_condition(col: pd.Series, key: str) -> Condition:
     """One categorical ``obs`` column as a vocabulary and integer codes (missing values refused)."""
     if col.isna().any():
         raise InputError(f"obs[{key!r}] has {int(col.isna().sum())} missing values; fill or drop those cells")
@@ -417,16 +419,21 @@ def _encode_condition(col: pd.Series, key: str) -> Condition:
 
 
 def _library_records(X, train_genes: np.ndarray, label: Condition):
-    """Each cell's total count over the training genes, and per label a sorted sample of those totals
-    (at most ``_MAX_LIBSIZES``) from which synthetic library sizes are drawn."""
+    """Each cell's total count over the training genes, and per label a sorted sample of those totals."""
     sel_totals = np.asarray(X[:, train_genes].sum(axis=1)).ravel()
+    return sel_totals.astype(np.float32), library_records(sel_totals, label)
+
+
+def library_records(sel_totals: np.ndarray, label: Condition) -> dict[str, list[float]]:
+    """Per label a sorted sample (at most ``_MAX_LIBSIZES``) of the cells' totals over the training
+    genes, from which synthetic library sizes are drawn."""
     library_sizes: dict[str, list[float]] = {}
     for code, name in enumerate(label.categories):
         v = np.sort(sel_totals[label.codes == code])
         if len(v) > _MAX_LIBSIZES:
             v = np.quantile(v, np.linspace(0, 1, _MAX_LIBSIZES))
         library_sizes[name] = [float(x) for x in v]
-    return sel_totals.astype(np.float32), library_sizes
+    return library_sizes
 
 
 def densify(rows) -> np.ndarray:

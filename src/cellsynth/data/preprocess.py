@@ -64,21 +64,30 @@ def beyond_log1p(X) -> float | None:
     return top if top > MAX_LOG else None
 
 
+#: the refusal of non-integer values within log1p's range given as counts (normalised data, not counts)
+NORMALISED_NOT_COUNTS = (
+    "--representation counts but the matrix holds non-integer values; use --representation log1p for "
+    "normalised data"
+)
+
+
+def warn_rounding(stacklevel: int = 2) -> None:
+    """The one warning that fractional counts are rounded (:func:`rounded_counts`)."""
+    warnings.warn(
+        "representation counts: the non-integer values (fractional counts, as EM quantification gives) are "
+        "rounded to whole counts",
+        stacklevel=stacklevel + 1,
+    )
+
+
 def rounded_counts(X):
     """Non-integer values given as counts, rounded to the nearest whole counts (halves to even) with a
     warning, in ``X``'s format (entries rounded to 0 leave a sparse matrix): fractional counts, as EM
     quantification gives (alevin-fry; kallisto | bustools with multi-mapping reads shared). Values all
     within log1p's range are normalised data, not counts: refused."""
     if beyond_log1p(X) is None:
-        raise InputError(
-            "--representation counts but the matrix holds non-integer values; use "
-            "--representation log1p for normalised data"
-        )
-    warnings.warn(
-        "representation counts: the non-integer values (fractional counts, as EM quantification gives) are "
-        "rounded to whole counts",
-        stacklevel=5,
-    )
+        raise InputError(NORMALISED_NOT_COUNTS)
+    warn_rounding(stacklevel=5)
     if sp.issparse(X):
         out = sp.csr_matrix(X, copy=True)
         np.rint(out.data, out=out.data)

@@ -76,26 +76,30 @@ def label_indicator(data: CellData, rows: np.ndarray) -> tuple[sp.csr_matrix, np
 
 
 def zero_fraction_by_label(data: CellData, rows: np.ndarray) -> np.ndarray:
-    """labels × genes fraction of exact zeros among ``rows`` (computed sparsely)."""
-    X = data.X[rows]
-    nz = (X != 0) if sp.issparse(X) else sp.csr_matrix(np.asarray(X) != 0)
+    """labels × genes fraction of exact zeros among ``rows`` (computed sparsely, block by block)."""
     onehot, counts = label_indicator(data, rows)
-    frac_nonzero = np.asarray((onehot @ nz.astype(np.float64)).todense()) / counts[:, None]
-    return (1.0 - frac_nonzero).astype(np.float32)
+    nonzero = np.zeros((data.label.n, data.n_genes))
+    for part, X in data.row_blocks(rows):
+        nz = (X != 0) if sp.issparse(X) else sp.csr_matrix(np.asarray(X) != 0)
+        nonzero += np.asarray((onehot[:, part] @ nz.astype(np.float64)).todense())
+    return (1.0 - nonzero / counts[:, None]).astype(np.float32)
 
 
-def _csr_rows(data: CellData, rows: np.ndarray) -> sp.csr_matrix:
-    """The training representation of ``rows`` as a float64 CSR matrix (a dense input converted)."""
-    X = data.X[rows]
+def _csr(X) -> sp.csr_matrix:
+    """Rows as stored (:meth:`CellData.row_blocks`) as a float64 CSR matrix (a dense input converted)."""
     return sp.csr_matrix(X if sp.issparse(X) else np.asarray(X), dtype=np.float64)
 
 
 def moments_by_label(data: CellData, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """labels × genes mean and variance of the training representation among ``rows`` (sparse sums)."""
-    X = _csr_rows(data, rows)
     onehot, n = label_indicator(data, rows)
-    mean = np.asarray((onehot @ X).todense()) / n[:, None]
-    sq = np.asarray((onehot @ X.multiply(X)).todense()) / n[:, None]
+    sums = np.zeros((2, data.label.n, data.n_genes))
+    for part, block in data.row_blocks(rows):
+        X, w = _csr(block), onehot[:, part]
+        sums[0] += np.asarray((w @ X).todense())
+        sums[1] += np.asarray((w @ X.multiply(X)).todense())
+    mean = sums[0] / n[:, None]
+    sq = sums[1] / n[:, None]
     return mean.astype(np.float32), np.maximum(sq - mean**2, 0).astype(np.float32)
 
 
@@ -104,11 +108,14 @@ def count_means_by_label(data: CellData, rows: np.ndarray) -> np.ndarray:
     normalisation undone: ``expm1(x) / scale``; sparse sums)."""
     if data.scale is None:
         raise ValueError("count means need count input (the cells' normalisation factors)")
-    X = _csr_rows(data, rows)
-    X.data = np.expm1(X.data)
-    counts = sp.diags(1.0 / np.asarray(data.scale[rows], dtype=np.float64)) @ X
     onehot, n = label_indicator(data, rows)
-    return np.asarray((onehot @ counts).todense()) / n[:, None]
+    total = np.zeros((data.label.n, data.n_genes))
+    for part, block in data.row_blocks(rows):
+        X = _csr(block)
+        X.data = np.expm1(X.data)
+        counts = sp.diags(1.0 / np.asarray(data.scale[rows[part]], dtype=np.float64)) @ X
+        total += np.asarray((onehot[:, part] @ counts).todense())
+    return total / n[:, None]
 
 
 def principal_axes(
@@ -165,22 +172,24 @@ def label_mean_profile(data) -> np.ndarray:
     from a generated profile reproduce on average.
     """
     codes = data.label.codes
-    X = data.X
     log_scale = data.preprocessing.representation in ("counts", "log1p")
     out = np.zeros((data.label.n, data.n_genes), dtype=np.float32)
     for c in range(data.label.n):
         rows = np.flatnonzero(codes == c)
         if len(rows) == 0:
             continue
-        part = X[rows]
-        if sp.issparse(part):
-            part = part.copy()
-            if log_scale:
-                np.expm1(part.data, out=part.data)
-            mean = np.asarray(part.mean(0)).ravel()
-        else:
-            part = np.asarray(part, dtype=np.float64)
-            mean = (np.expm1(part) if log_scale else part).mean(0)
+        blocks = list(data.row_blocks(rows)) if sp.issparse(data.X) else [(None, data.X[rows])]
+        sums = []
+        for _, part in blocks:  # a type of many cells on disk: summed block by block
+            if sp.issparse(part):
+                part = part.copy()
+                if log_scale:
+                    np.expm1(part.data, out=part.data)
+                sums.append(np.asarray(part.mean(0) if len(blocks) == 1 else part.sum(0)).ravel())
+            else:
+                part = np.asarray(part, dtype=np.float64)
+                sums.append((np.expm1(part) if log_scale else part).mean(0))
+        mean = sums[0] if len(sums) == 1 else np.sum(sums, axis=0) / len(rows)
         out[c] = np.log1p(mean) if log_scale else mean
     return out
 
@@ -209,13 +218,15 @@ def label_dispersion(data, floor: float = 1e-3, cap: float = 1e2) -> np.ndarray 
         rows = np.flatnonzero(codes == c)
         if len(rows) < 2:
             continue
-        y = sp.csr_matrix(data.X[rows], dtype=np.float64)
-        np.expm1(y.data, out=y.data)
-        y = sp.diags(1.0 / data.scale[rows].astype(np.float64)) @ y  # back to counts
         lib = data.library[rows].astype(np.float64)
-        s1 = np.asarray(y.sum(0)).ravel()
-        s2 = np.asarray(y.multiply(y).sum(0)).ravel()
-        sl = np.asarray(y.T @ lib).ravel()
+        s1, s2, sl = (np.zeros(data.n_genes) for _ in range(3))
+        for part, block in data.row_blocks(rows):  # sums over the type's cells, block by block
+            y = sp.csr_matrix(block, dtype=np.float64)
+            np.expm1(y.data, out=y.data)
+            y = sp.diags(1.0 / data.scale[rows[part]].astype(np.float64)) @ y  # back to counts
+            s1 += np.asarray(y.sum(0)).ravel()
+            s2 += np.asarray(y.multiply(y).sum(0)).ravel()
+            sl += np.asarray(y.T @ lib[part]).ravel()
         p = s1 / lib.sum()
         # Σ(y − Lp)² = Σy² − 2pΣLy + p²ΣL²;  Σ Lp = p ΣL;  Σ(Lp)² = p² ΣL²
         num = s2 - 2 * p * sl + p**2 * (lib**2).sum() - p * lib.sum()

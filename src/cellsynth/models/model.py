@@ -8,6 +8,7 @@ and genes (``_to_output``), and the model file (:mod:`.persistence`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Mapping
@@ -151,6 +152,9 @@ class SyntheticCellModel:
     ) -> SyntheticCellModel:
         """Fit on ``adata`` (cells × genes) conditioned on ``obs[label_key]`` and ``condition_keys``.
 
+        ``adata`` is an AnnData, or a :class:`~cellsynth.data.BackedCells` for an ``.h5ad`` file fitted out
+        of core: its matrix is read from disk block by block and trained on from memory-mapped files.
+
         Returns ``self``. Epochs, time budget and the other hyperparameters are constructor arguments
         (``models.get("cgan", epochs=200, max_minutes=5)``). With ``checkpoint_dir``, a checkpoint is
         written there every ``checkpoint_minutes`` and when SIGTERM/SIGINT stops training: a complete
@@ -165,6 +169,7 @@ class SyntheticCellModel:
         trained in stages is monitored in each (nbgan: in its autoencoder's stage the copy is the model
         started from the autoencoder's weights at that validation, as a checkpoint of that stage holds it).
         """
+        from ..data.backed import BackedCells, backed_celldata
         from ..data.celldata import CellData
         from ..train.checkpoint import data_fingerprint, read_training_state
 
@@ -172,14 +177,12 @@ class SyntheticCellModel:
         # spent before them (reading the data, statistics, principal axes) counts
         budget = self.params.get("max_minutes")
         self._deadline = None if budget is None else time.monotonic() + 60.0 * float(budget)
-        data = CellData.from_anndata(
-            adata,
-            label_key=label_key,
-            condition_keys=condition_keys,
-            layer=layer,
-            representation=representation,
-            n_genes=n_genes,
-        )
+        options = dict(label_key=label_key, condition_keys=condition_keys, representation=representation)
+        if isinstance(adata, BackedCells):  # out of core: the training matrix memory-mapped from disk
+            adata.use(layer)
+            data = backed_celldata(adata, **options, n_genes=n_genes, seed=seed, progress=progress)
+        else:
+            data = CellData.from_anndata(adata, **options, layer=layer, n_genes=n_genes)
         self.info = {
             "label_key": label_key,
             "condition_keys": [c.key for c in data.conditions[1:]],
@@ -207,8 +210,8 @@ class SyntheticCellModel:
             _check_resumable(saved, meta, checkpoint_dir)
         callback = None if checkpoint_dir is None else self._checkpoint_callback(checkpoint_dir, meta)
         self._monitor = monitor
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with torch.random.fork_rng(devices=[]), data.storage or contextlib.nullcontext():
+            torch.manual_seed(seed)  # out of core, the training matrix's files are removed at the end
             self.modules = self._build(sizes, data.n_genes)
             self._fit(data, device=device, seed=seed, progress=progress, checkpoint=callback, resume=state)
         for m in self.modules.values():

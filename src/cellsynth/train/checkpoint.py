@@ -138,11 +138,9 @@ def data_fingerprint(data) -> dict[str, Any]:
     """What identifies the training data of a run: its size, genes, labels and values (SHA-256)."""
     h = hashlib.sha256()
     X = data.X
-    if sp.issparse(X):
-        for part in (X.indptr, X.indices, X.data):
-            h.update(np.ascontiguousarray(part).tobytes())
-    else:
-        h.update(np.ascontiguousarray(X).tobytes())
+    # the arrays' buffers are hashed where they lie (a memory-mapped matrix is read, not copied)
+    for part in (X.indptr, X.indices, X.data) if sp.issparse(X) else (X,):
+        h.update(np.ascontiguousarray(part).reshape(-1).view(np.uint8))
     h.update(np.ascontiguousarray(data.codes).tobytes())
     h.update("\n".join(data.preprocessing.output_genes).encode())
     return {"n_cells": int(data.n_cells), "n_genes": int(data.n_genes), "sha256": h.hexdigest()}
