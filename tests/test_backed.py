@@ -215,3 +215,37 @@ def test_an_h5ad_is_fitted_in_memory_unless_memory_is_short_or_out_of_core_is_as
     got.close()
     got, _ = cli_fit.fit_input(path, out_of_core=False, cache_dir=tmp_path, **options)
     assert isinstance(got, ad.AnnData)
+
+
+@pytest.mark.parametrize("mode", ["--in-memory", "--out-of-core"])
+def test_drop_missing_leaves_out_the_cells_without_a_label_and_fits_the_rest(counts_adata, tmp_path, mode):
+    adata = counts_adata.copy()
+    labels = adata.obs["cell_type"].astype(object)
+    labels.iloc[::7] = None  # 85 cells without a type
+    adata.obs["cell_type"] = labels.astype("category")
+    path = _write(adata, tmp_path / "cells.h5ad")
+    runner = CliRunner()
+    base = ["fit", str(path), "--max-minutes", "0.1", "--quiet", mode]
+    refused = runner.invoke(app, [*base, "--out", str(tmp_path / "refused")])
+    assert refused.exit_code == 2
+    assert "obs['cell_type'] has 85 missing values" in refused.output and "--drop-missing" in refused.output
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "m"), "--drop-missing"])
+    assert result.exit_code == 0, result.output
+    assert "left out 85 cells missing a value of cell_type" in result.output
+    model = models.load(tmp_path / "m")
+    assert model.info["n_train_cells"] == counts_adata.n_obs - 85
+    assert set(model.info["categories"]["cell_type"]) == set(counts_adata.obs["cell_type"].astype(str))
+
+
+def test_cells_kept_out_of_core_give_the_training_data_of_the_same_cells_in_memory(
+    counts_adata, tmp_path, small_blocks
+):
+    keep = np.arange(counts_adata.n_obs) % 3 != 1
+    path = _write(counts_adata, tmp_path / "cells.h5ad")
+    whole = CellData.from_anndata(counts_adata[keep].copy(), label_key="cell_type", condition_keys=["donor"])
+    with BackedCells(path, cache_dir=tmp_path) as cells:
+        cells.keep(keep)
+        assert cells.n_obs == keep.sum() and len(cells.bounds()) > 5
+        backed = backed_celldata(cells, label_key="cell_type", condition_keys=["donor"])
+    _same_training_data(whole, backed)
+    np.testing.assert_array_equal(backed.obs_names, counts_adata.obs_names[keep])

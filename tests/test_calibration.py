@@ -158,3 +158,29 @@ def test_rate_targets_follow_a_genes_counts_as_they_grow_and_leave_abundant_gene
     assert 0 < target[0, 5] < target[0, 7]  # no counts: below its bin-mates with 2 each
     # 100 counts where the model expects 1: most of the way there on the log scale, short of the counts
     assert 0.3 < target[0, 6] < 1.0
+
+
+def test_a_large_types_generated_cells_are_capped_at_evenly_spaced_training_rows(monkeypatch):
+    """A round generates at most MAX_CELLS cells per type, their conditions taken across the type's rows;
+    the steps still move the means onto the training cells'."""
+    from cellsynth.train import calibration
+
+    monkeypatch.setattr(calibration, "MAX_CELLS", 100)
+    labels, x_real, truth, offset, generate, shift = _world()
+    rows = np.arange(len(labels))
+    seen = []
+
+    def recording(r: np.ndarray) -> torch.Tensor:
+        seen.append(r)
+        return generate(r)
+
+    real = type_moments(lambda r: x_real[r], rows, labels, N_TYPES, N_GENES)
+    before = _offset_error(offset, truth)
+    calibrate_means(shift, recording, real, rows, labels, N_TYPES, N_GENES, rounds=3, min_cells=20)
+    first = np.concatenate(seen)[: len(np.concatenate(seen)) // 3]  # the first round's rows
+    per_type = np.bincount(labels[first], minlength=N_TYPES)
+    assert per_type.tolist() == [100, 100, 20]  # 300 and 150 capped, the rare type's 5 repeated
+    big = first[labels[first] == 0]
+    assert big.min() == 0 and big.max() == 299 and len(np.unique(big)) == 100  # spread over the type
+    assert calibration.calibration_cells(labels, N_TYPES, min_cells=20) == 220
+    assert (_offset_error(offset, truth)[:2] < 0.5 * before[:2]).all()

@@ -210,15 +210,11 @@ def test_moments_and_zero_fractions_by_label_match_dense_computation():
     X = sp.random(40, 7, density=0.4, random_state=0, format="csr", dtype=np.float32)
     codes = rng.integers(0, 3, 40)
 
-    class _Label:
-        n = 3
+    from cellsynth.data.celldata import CellData, Condition, Preprocessing
 
-    class _Data:
-        pass
-
-    data = _Data()
-    data.X, data.label = X, _Label()
-    data.label.codes = codes
+    genes = [f"g{j}" for j in range(7)]
+    pre = Preprocessing("log1p", genes, list(range(7)))
+    data = CellData(X, [Condition("cell_type", ["a", "b", "c"], codes)], pre)
     rows = np.arange(3, 37)
     mean, var = moments_by_label(data, rows)
     zeros = zero_fraction_by_label(data, rows)
@@ -231,6 +227,13 @@ def test_moments_and_zero_fractions_by_label_match_dense_computation():
     data.X = dense  # dense input gives the same
     np.testing.assert_allclose(zero_fraction_by_label(data, rows), zeros)
     np.testing.assert_allclose(moments_by_label(data, rows)[0], mean, rtol=1e-6)
+    data.X = X
+    for max_entries in (10, 1):  # summed block by block (a matrix read from disk): the same figures
+        blocks = data.row_blocks
+        data.row_blocks = lambda idx, blocks=blocks, m=max_entries: blocks(idx, m)
+        np.testing.assert_allclose(zero_fraction_by_label(data, rows), zeros)
+        np.testing.assert_allclose(moments_by_label(data, rows)[1], var, rtol=1e-5, atol=1e-7)
+        del data.row_blocks
 
 
 def test_moment_match_pull_per_gene_does_not_depend_on_the_gene_count():

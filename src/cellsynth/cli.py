@@ -100,6 +100,10 @@ def fit(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace the model directory --out if it exists")
     ] = False,
+    drop_missing: Annotated[
+        bool,
+        typer.Option("--drop-missing", help="Leave out cells whose label or covariate is missing (NaN)"),
+    ] = False,
     out_of_core: Annotated[
         bool | None,
         typer.Option(
@@ -115,7 +119,7 @@ def fit(
     --out every few minutes and when SIGTERM/SIGINT stops training; --resume continues from it.
     """
     from . import models
-    from .cli_fit import fit_input, report_fit, resumed_run
+    from .cli_fit import fit_input, report_fit, resumed_run, without_missing
 
     options = {"--epochs": epochs, "--max-minutes": max_minutes, "--leakage": leakage, "--gat-k": gat_k}
     options["--rare-threshold"] = rare_threshold
@@ -161,6 +165,8 @@ def fit(
     if not condition_key and len(covariates):
         condition_key = [str(c) for c in covariates]
         typer.echo(f"conditioning on the covariates the reader found: {', '.join(condition_key)}", err=True)
+    if drop_missing:
+        adata = without_missing(adata, [label_key, *(condition_key or [])])
     t0 = time.monotonic()
     try:
         m.fit(

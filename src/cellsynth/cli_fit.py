@@ -104,6 +104,25 @@ def backed_counts_layer(cells) -> str | None:
     return None
 
 
+def without_missing(adata, keys: list[str]):
+    """``adata`` (or a :class:`~cellsynth.data.BackedCells`) without the cells whose ``obs[keys]`` hold a
+    missing value, said on stderr; keys not in ``obs`` are left to the fit's own refusal."""
+    keys = [k for k in keys if k in adata.obs.columns]
+    missing = adata.obs[keys].isna().any(axis=1).to_numpy()
+    if not missing.any():
+        return adata
+    if missing.all():
+        raise InputError(f"every cell misses a value of {', '.join(keys)}: nothing is left to fit")
+    typer.echo(
+        f"--drop-missing: left out {int(missing.sum()):,} cells missing a value of {', '.join(keys)}",
+        err=True,
+    )
+    if hasattr(adata, "keep"):  # out of core: the rows are skipped as the file is read
+        adata.keep(~missing)
+        return adata
+    return adata[~missing].copy()
+
+
 def resumed_run(checkpoint_dir: Path) -> tuple[str, int, dict, list[str]]:
     """What the run whose checkpoint is in ``checkpoint_dir`` was: model, seed, fit options and its
     parameters as ``--param`` items."""

@@ -72,6 +72,7 @@ class BackedCells:
         from .readers.common import one_line
 
         self.path, self.layer, self.cache_dir = Path(path), layer, cache_dir
+        self._kept: np.ndarray | None = None  # the file's rows read (all when None): see keep()
         try:
             self._file = h5py.File(self.path, "r")
         except (OSError, ValueError) as e:
@@ -83,6 +84,7 @@ class BackedCells:
                 raise InputError(f"{path} is not an AnnData .h5ad file (no {missing[0]!r}); check the file")
             self.obs, self.var = ad.io.read_elem(f["obs"]), ad.io.read_elem(f["var"])
             self.obs.index = pd.Index(self.obs.index.astype(str), name=None)
+            self._file_cells = len(self.obs)
             self.var.index = pd.Index(self.var.index.astype(str), name=None)
             self.use(layer)
         except BaseException:
@@ -96,12 +98,24 @@ class BackedCells:
 
         self._name, self.matrix = self._element(layer)
         self.layer, self.sparse = layer, not isinstance(self.matrix, h5py.Dataset)
-        if tuple(self.matrix.shape) != (self.n_obs, self.n_vars):
+        if tuple(self.matrix.shape) != (self._file_cells, self.n_vars):
             raise InputError(
                 f"{self.path}: {self._name} is {self.matrix.shape[0]} × {self.matrix.shape[1]} but the file "
-                f"has {self.n_obs} cells × {self.n_vars} genes; check the file"
+                f"has {self._file_cells} cells × {self.n_vars} genes; check the file"
             )
         self._indptr = self._file[self._name]["indptr"][:] if self.sparse else None
+        if self.sparse and self._kept is not None:  # the kept rows' stored values, end to end
+            self._indptr = np.concatenate([[0], np.cumsum(np.diff(self._indptr)[self._kept])])
+
+    def keep(self, rows: np.ndarray) -> None:
+        """Read only the cells ``rows`` (a boolean mask over the file's cells) from now on."""
+        if self._kept is not None:
+            raise ValueError("keep() selects cells once")
+        rows = np.asarray(rows, dtype=bool)
+        if len(rows) != self._file_cells:
+            raise ValueError(f"keep() takes a mask over the file's {self._file_cells} cells, not {len(rows)}")
+        self._kept, self.obs = np.flatnonzero(rows), self.obs[rows]
+        self.use(self.layer)
 
     def _element(self, layer: str | None):
         """The matrix element's path in the file and a reader of it (CSR dataset or h5py dataset)."""
@@ -186,12 +200,14 @@ class BackedCells:
         return out
 
     def block(self, start: int, stop: int) -> sp.csr_matrix:
-        """Rows ``start:stop`` as a float32 CSR matrix."""
-        return sp.csr_matrix(self.matrix[start:stop], dtype=np.float32)
+        """Rows ``start:stop`` (of the cells kept) as a float32 CSR matrix."""
+        rows = slice(start, stop) if self._kept is None else self._kept[start:stop]
+        return sp.csr_matrix(self.matrix[rows], dtype=np.float32)
 
     def rows(self, idx: np.ndarray) -> sp.csr_matrix:
-        """Rows ``idx`` (sorted, unique) as a float32 CSR matrix."""
-        return sp.csr_matrix(self.matrix[np.asarray(idx, dtype=np.int64)], dtype=np.float32)
+        """Rows ``idx`` (sorted, unique; of the cells kept) as a float32 CSR matrix."""
+        idx = np.asarray(idx, dtype=np.int64)
+        return sp.csr_matrix(self.matrix[idx if self._kept is None else self._kept[idx]], dtype=np.float32)
 
     def detected(self) -> str:
         """The representation of the matrix's first block (what :func:`detect_representation` says of

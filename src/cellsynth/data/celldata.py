@@ -210,14 +210,7 @@ class CellData:
         pre = Preprocessing.of_genes(
             adata.var_names, train_genes, gene_selection, representation=representation, **fields
         )
-        return cls(
-            X_train,
-            conditions,
-            pre,
-            obs_names=np.asarray(adata.obs_names),
-            library=cell_library,
-            scale=cell_scale,
-        )
+        return cls(X_train, conditions, pre, np.asarray(adata.obs_names), cell_library, cell_scale)
 
     # ------------------------------------------------------------------ access
     @property
@@ -408,8 +401,10 @@ def condition_keys_checked(obs: pd.DataFrame, label_key: str, condition_keys) ->
 
 def encode_condition(col: pd.Series, key: str) -> Condition:
     """One categorical ``obs`` column as a vocabulary and integer codes (missing values refused)."""
-    if col.isna().any():
-        raise InputError(f"obs[{key!r}] has {int(col.isna().sum())} missing values; fill or drop those cells")
+    if n := int(col.isna().sum()):
+        raise InputError(
+            f"obs[{key!r}] has {n} missing values; fill them, or drop those cells (--drop-missing)"
+        )
     dtype = col.cat.categories.dtype if isinstance(col.dtype, pd.CategoricalDtype) else col.dtype
     integer = pd.api.types.is_integer_dtype(dtype)  # bool is not
     # integers in numeric order (as text, 10 after 9); only the values present become categories

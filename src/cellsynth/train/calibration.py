@@ -7,8 +7,8 @@ component space sees their sum as shifts of each type along the middle component
 number of rounds, each one:
 
 1. cells are generated for every type at its training cells' conditions and library sizes (the type's rows
-   repeated up to ``min_cells``, so that rare types' means are estimated from enough generated cells), with
-   the model's own sampling noise and count draw;
+   repeated up to ``min_cells``, so that rare types' means are estimated from enough generated cells, and at
+   most ``MAX_CELLS`` of them, evenly spaced), with the model's own sampling noise and count draw;
 2. per type and gene, the mean of the generated cells' log-normalised values is compared with the
    training cells' (the training representation on both sides);
 3. the type's log-rate offset of the gene moves by ``w · (real − generated) / slope``, where ``slope``
@@ -51,6 +51,9 @@ from ..nn.blocks import one_hot_conditions
 
 #: generated cells per type and round, at least (a type's training rows are repeated up to it)
 MIN_CELLS = 500
+#: ... and at most (evenly spaced rows of a larger type): the standard error of a mean over this many cells is
+#: far below any difference worth a step, and a round's time no longer grows with the data
+MAX_CELLS = 20_000
 MAX_STEP = 2.0  # per round, on the log-rate scale
 CHUNK = 512  # cells generated at a time (bounds the cells × genes work arrays)
 #: genes a type's cells are expected to hold fewer counts of per cell than this are calibrated in rates
@@ -89,7 +92,14 @@ def type_moments(
 def calibration_cells(labels: np.ndarray, n_types: int, min_cells: int = MIN_CELLS) -> int:
     """Cells generated in each round for training cells of types ``labels``."""
     n = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_types)
-    return int(np.maximum(n[n > 0], min_cells).sum())
+    return int(np.clip(n[n > 0], min_cells, max(min_cells, MAX_CELLS)).sum())
+
+
+def _generated_rows(rows: np.ndarray, size: int) -> np.ndarray:
+    """A type's training ``rows`` repeated up to ``size``, or ``size`` of them evenly spaced."""
+    if len(rows) <= size:
+        return np.resize(rows, size)
+    return rows[np.linspace(0, len(rows) - 1, size).round().astype(np.int64)]
 
 
 @torch.no_grad()
@@ -141,8 +151,9 @@ def calibrate_means(
     rows, labels = np.asarray(rows), np.asarray(labels, dtype=np.int64)
     n = np.bincount(labels, minlength=n_types)
     m_real, v_real = (np.asarray(a, dtype=np.float64) for a in real)
-    # each type's rows repeated up to min_cells: the rows the generated cells take their conditions from
-    gen_rows = [np.resize(rows[labels == c], max(n[c], min_cells)) for c in range(n_types) if n[c]]
+    # each type's rows repeated up to min_cells (at most MAX_CELLS of them): the generated cells' conditions
+    sizes = np.clip(n, min_cells, max(min_cells, MAX_CELLS))
+    gen_rows = [_generated_rows(rows[labels == c], sizes[c]) for c in range(n_types) if n[c]]
     gen_labels = [np.full(len(r), c) for c, r in zip(np.flatnonzero(n), gen_rows, strict=True)]
     gen_rows, gen_labels = np.concatenate(gen_rows), np.concatenate(gen_labels)
     n_gen = np.maximum(np.bincount(gen_labels, minlength=n_types), 1)[:, None]
