@@ -441,3 +441,31 @@ def test_the_spread_term_is_kept_where_cells_vary_along_programs_and_travels_wit
     with safe_open(str(tmp_path / "off" / "weights.safetensors"), framework="pt") as f:
         assert not any("spread" in k for k in f.keys())
     assert "spread" not in models.registry.param_spec("nbgarage").names
+
+
+def test_the_start_scorer_encodes_at_most_start_codes_cells_of_a_type(counts_adata, monkeypatch):
+    """Each validation of the autoencoder's stage encodes a type's cells up to START_CODES of them, spread
+    over the type; the final start encodes every cell (the seed cells' codes need theirs)."""
+    from cellsynth.data.stats import per_type_rows
+    from cellsynth.models import nbgan
+
+    labels = np.repeat([0, 1, 2], [10, 4, 7])
+    rows = per_type_rows(labels, 5)
+    assert np.bincount(labels[rows]).tolist() == [5, 4, 5] and rows.tolist() == sorted(rows.tolist())
+    assert rows[labels[rows] == 0].tolist() == [0, 2, 4, 7, 9]  # first, last and evenly between
+    assert per_type_rows(labels, 10).tolist() == list(range(21))
+
+    encoded = []
+    real = nbgan.encode_means
+
+    def spy(net, data, rows=None):
+        encoded.append(data.n_cells if rows is None else len(rows))
+        return real(net, data, rows)
+
+    monkeypatch.setattr(nbgan, "encode_means", spy)
+    monkeypatch.setattr(nbgan, "START_CODES", 30)
+    models.get("nbgan", **TINY).fit(counts_adata, label_key="cell_type", progress=False, seed=0)
+    n_types = counts_adata.obs["cell_type"].nunique()
+    assert encoded[-1] == counts_adata.n_obs  # the final start
+    scorer = encoded[:-1]
+    assert scorer and all(n <= 30 * n_types for n in scorer)

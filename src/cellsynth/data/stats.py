@@ -151,6 +151,22 @@ def principal_axes(
     return mean, vh.astype(np.float32), (s / np.sqrt(len(take))).astype(np.float32)
 
 
+def evenly_spaced(rows: np.ndarray, size: int) -> np.ndarray:
+    """``size`` of ``rows`` at evenly spaced positions (first and last included); all of them if fewer."""
+    if len(rows) <= size:
+        return rows
+    return rows[np.linspace(0, len(rows) - 1, size).round().astype(np.int64)]
+
+
+def per_type_rows(labels: np.ndarray, cap: int) -> np.ndarray:
+    """Sorted rows with at most ``cap`` cells of each type (:func:`evenly_spaced` among a larger type's)."""
+    if np.bincount(labels).max(initial=0) <= cap:
+        return np.arange(len(labels))
+    return np.sort(
+        np.concatenate([evenly_spaced(np.flatnonzero(labels == c), cap) for c in np.unique(labels)])
+    )
+
+
 def balanced_row_weights(labels: np.ndarray, balance: float) -> np.ndarray | None:
     """Per-cell sampling probabilities giving each type a mass ∝ n_type^(1 - balance).
 

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.stats import count_means_by_label, moments_by_label
+from ..data.stats import count_means_by_label, moments_by_label, per_type_rows
 from ..errors import InputError
 from ..nn.blocks import one_hot_conditions
 from ..params import Param, ParamSpec
@@ -80,6 +80,8 @@ RESERVE_SHARE = 0.4
 #: the spread term's steps, and the training cells it is fitted on at most
 SPREAD_ROUNDS = 2
 SPREAD_CELLS = 5000
+#: cells of a type (at most) whose codes give its Gaussian at each validation of the autoencoder's stage
+START_CODES = 5000
 #: the key that marks a checkpoint written in the autoencoder's stage (its value: that stage's plan state)
 AE_STAGE = "autoencoder_stage"
 #: the cgan parameters that mean nothing here: the generator's input is normal noise of the latent's
@@ -223,12 +225,15 @@ class NBGAN(CGAN):
             _cpu_copy(self.modules["generator"]), device=device, seed=seed, progress=False
         )
         probe.setup(data)
-        labels = data.label.codes
+        # a type's Gaussian of codes from at most START_CODES of its cells: each validation's encoding no
+        # longer grows with the data
+        rows = per_type_rows(data.label.codes, START_CODES)
+        labels = data.label.codes[rows]
 
         def score(net: NBVAENet) -> dict[str, float]:
             if next(net.parameters()).device.type != "cpu":  # the codes are computed on the CPU
                 net = _cpu_copy(net)
-            probe.sampling_module().start_from(net, encode_means(net, data), labels)
+            probe.sampling_module().start_from(net, encode_means(net, data, rows), labels)
             probe.gen.manual_seed(seed + 3)
             scores = probe.validation_scores()
             # the adversarial stage's score selects; every score is recorded (val_start_mmd, ...)

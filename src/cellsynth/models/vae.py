@@ -211,15 +211,17 @@ class NBVAENet(ConditionalVAENet):
 
 
 @torch.no_grad()
-def encode_means(net: ConditionalVAENet, data) -> np.ndarray:
-    """The posterior means of ``data``'s cells (cells × ``z_dim``) under ``net``'s encoder."""
+def encode_means(net: ConditionalVAENet, data, rows: np.ndarray | None = None) -> np.ndarray:
+    """The posterior means of ``data``'s cells (cells × ``z_dim``; ``rows`` only, where given) under
+    ``net``'s encoder."""
     was = net.training
     net.eval()
     sizes = [c.n for c in data.conditions]
     codes = torch.from_numpy(data.codes)
+    every = np.arange(data.n_cells) if rows is None else np.asarray(rows)
     out = []
-    for start in range(0, data.n_cells, _ENCODE_ROWS):
-        rows = np.arange(start, min(start + _ENCODE_ROWS, data.n_cells))
+    for start in range(0, len(every), _ENCODE_ROWS):
+        rows = every[start : start + _ENCODE_ROWS]
         x = torch.from_numpy(data.dense_rows(rows))
         w = one_hot_conditions(codes[rows], sizes)
         stats = net.encoder(torch.cat([x, *w], dim=1)).float()

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from ..data import draws
+from ..data.stats import evenly_spaced
 from ..nn.blocks import one_hot_conditions
 
 #: generated cells per type and round, at least (a type's training rows are repeated up to it)
@@ -97,9 +98,7 @@ def calibration_cells(labels: np.ndarray, n_types: int, min_cells: int = MIN_CEL
 
 def _generated_rows(rows: np.ndarray, size: int) -> np.ndarray:
     """A type's training ``rows`` repeated up to ``size``, or ``size`` of them evenly spaced."""
-    if len(rows) <= size:
-        return np.resize(rows, size)
-    return rows[np.linspace(0, len(rows) - 1, size).round().astype(np.int64)]
+    return np.resize(rows, size) if len(rows) <= size else evenly_spaced(rows, size)
 
 
 @torch.no_grad()
