@@ -249,3 +249,14 @@ def test_cells_kept_out_of_core_give_the_training_data_of_the_same_cells_in_memo
         backed = backed_celldata(cells, label_key="cell_type", condition_keys=["donor"])
     _same_training_data(whole, backed)
     np.testing.assert_array_equal(backed.obs_names, counts_adata.obs_names[keep])
+
+
+def test_a_file_opened_on_a_layer_is_fitted_on_that_layer(counts_adata, tmp_path):
+    adata = counts_adata.copy()
+    adata.layers["counts"] = adata.X.copy()
+    adata.X = sp.csr_matrix(np.log1p(adata.X.toarray()), dtype=np.float32)
+    path = _write(adata, tmp_path / "cells.h5ad")
+    with BackedCells(path, layer="counts", cache_dir=tmp_path) as cells:
+        model = models.get("nbgan", **TINY).fit(cells, label_key="cell_type", progress=False)
+    pre = model.info["preprocessing"]
+    assert pre["layer"] == "counts" and pre["representation"] == "counts"

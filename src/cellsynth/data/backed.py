@@ -10,7 +10,7 @@ what the values are (finite, their representation, each cell's total, the genes 
 writes the training matrix (normalised, log1p, the training genes; CSR float32) to files in a cache
 folder, which are then memory-mapped. Training reads its minibatches from those files, the statistics
 are summed block by block (:meth:`CellData.row_blocks`), and the operating system keeps as much of the
-files in memory as it can spare: the fit's own memory does not grow with the matrix.
+files in memory as it can spare: the fit's own memory grows by a few kilobytes a cell, not by the matrix.
 """
 
 from __future__ import annotations
@@ -61,7 +61,11 @@ class BackedCells:
     layer
         The matrix to read: ``None`` for ``X``, a layer's name, or ``"raw.X"`` (``adata.raw``'s matrix,
         which must hold the genes of ``X`` in the same order).
+    cache_dir
+        Where a fit makes the folder of its training matrix (default: the system's temporary folder).
 
+    Notes
+    -----
     Use it as a context manager, or call :meth:`close`.
     """
 

@@ -255,9 +255,10 @@ class CellData:
             start = stop
 
     def pca(
-        self, n_comps: int, seed: int = 0, max_cells: int = PCA_CELLS
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Mean (genes), components (genes × k) and coordinates (cells × k) of a PCA of ``X``.
+        self, n_comps: int, seed: int = 0, max_cells: int = PCA_CELLS, coords: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Mean (genes), components (genes × k) and coordinates (cells × k; ``None`` where ``coords`` is
+        false and the axes were fitted on a sample, which spares a pass over every cell) of a PCA of ``X``.
 
         scanpy's PCA: a sparse matrix stays sparse (implicit centring, ARPACK). ``k`` is capped by the
         data. Above ``max_cells`` cells the axes are fitted on a seeded random ``max_cells`` of them and
@@ -280,15 +281,19 @@ class CellData:
         k = max(1, min(n_comps, F.shape[0] - 1, F.shape[1] - 1))
         solver = {"svd_solver": "randomized"} if wide else {}
         F = densify(F) if wide else F
-        coords, components, _, _ = sc.pp.pca(F, n_comps=k, random_state=seed, return_info=True, **solver)
+        points, components, _, _ = sc.pp.pca(F, n_comps=k, random_state=seed, return_info=True, **solver)
         if sp.issparse(X) and X.nnz > BLOCK_ENTRIES:  # summed block by block: scipy's mean copies X twice
             mean = sum(np.asarray(b.sum(0), np.float64).ravel() for _, b in self.row_blocks(np.arange(n))) / n
         else:
             mean = np.asarray(X.mean(0)).ravel() if sp.issparse(X) else np.asarray(X).mean(0)
         components = np.ascontiguousarray(components.T, dtype=np.float32)
         if fit_rows is not None:  # every cell on the fitted axes, centred on all cells' mean
-            coords = np.asarray(X @ components) - mean.astype(np.float32) @ components
-        return mean.astype(np.float32), components, np.asarray(coords, dtype=np.float32)
+            points = (np.asarray(X @ components) - mean.astype(np.float32) @ components) if coords else None
+        return (
+            mean.astype(np.float32),
+            components,
+            None if points is None else np.asarray(points, np.float32),
+        )
 
     def subset(self, idx: np.ndarray) -> CellData:
         conds = [Condition(c.key, c.categories, c.codes[idx], c.integer, c.boolean) for c in self.conditions]

@@ -312,7 +312,7 @@ class CGAN(SyntheticCellModel):
         """Fit the critic's input PCA on the training cells (``critic_space="pca"``)."""
         if self.params["critic_space"] != "pca":
             return
-        mean, basis, _ = data.pca(int(self.params["critic_components"]), seed)
+        mean, basis, _ = data.pca(int(self.params["critic_components"]), seed, coords=False)
         k = basis.shape[1]
         if k != self._critic_inputs(data.n_genes):  # fewer cells or genes than components: rebuild
             self.info["critic_components"] = k

@@ -179,7 +179,8 @@ class SyntheticCellModel:
         self._deadline = None if budget is None else time.monotonic() + 60.0 * float(budget)
         options = dict(label_key=label_key, condition_keys=condition_keys, representation=representation)
         if isinstance(adata, BackedCells):  # out of core: the training matrix memory-mapped from disk
-            adata.use(layer)
+            if layer is not None and layer != adata.layer:  # else the matrix it was opened on
+                adata.use(layer)
             data = backed_celldata(adata, **options, n_genes=n_genes, seed=seed, progress=progress)
         else:
             data = CellData.from_anndata(adata, **options, layer=layer, n_genes=n_genes)
