@@ -215,6 +215,14 @@ def test_an_h5ad_is_fitted_in_memory_unless_memory_is_short_or_out_of_core_is_as
     got.close()
     got, _ = cli_fit.fit_input(path, out_of_core=False, cache_dir=tmp_path, **options)
     assert isinstance(got, ad.AnnData)
+    # a labels file is put into an AnnData in memory; out of core the labels come from obs
+    labels = tmp_path / "labels.csv"
+    labels.write_text("\n".join(["cell,cell_type", *[f"{c},x" for c in counts_adata.obs_names]]) + "\n")
+    options["labels"] = labels
+    got, _ = cli_fit.fit_input(path, out_of_core=None, cache_dir=tmp_path, **options)
+    assert isinstance(got, ad.AnnData) and set(got.obs["cell_type"]) == {"x"}
+    with pytest.raises(InputError, match="drop --labels"):
+        cli_fit.fit_input(path, out_of_core=True, cache_dir=tmp_path, **options)
 
 
 @pytest.mark.parametrize("mode", ["--in-memory", "--out-of-core"])
@@ -260,3 +268,24 @@ def test_a_file_opened_on_a_layer_is_fitted_on_that_layer(counts_adata, tmp_path
         model = models.get("nbgan", **TINY).fit(cells, label_key="cell_type", progress=False)
     pre = model.info["preprocessing"]
     assert pre["layer"] == "counts" and pre["representation"] == "counts"
+
+
+def test_a_training_matrix_that_cannot_be_written_leaves_nothing_and_says_so(
+    counts_adata, tmp_path, monkeypatch
+):
+    from cellsynth.data import backed
+
+    def full_disk(cells, genes, folder, *args):
+        (folder / "data.f32").write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(backed, "_write_training_matrix", full_disk)
+    path = _write(counts_adata, tmp_path / "cells.h5ad")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    with (
+        BackedCells(path, cache_dir=cache) as cells,
+        pytest.raises(InputError, match="No space left on device"),
+    ):
+        backed_celldata(cells, label_key="cell_type")
+    assert not list(cache.iterdir())

@@ -61,11 +61,11 @@ def _backed(data: Path, layer: str | None, out_of_core: bool | None, labels: Pat
     if out_of_core is False or (out_of_core is None and not h5ad):
         return None
     if not h5ad:
-        raise InputError(
-            f"--out-of-core reads .h5ad files and {data} is not one; convert it (or --in-memory)"
-        )
-    if labels is not None:
-        raise InputError("--labels is for text matrices; an .h5ad holds its labels in obs")
+        raise InputError(f"--out-of-core reads .h5ad files and {data} is not one; write it as .h5ad first")
+    if labels is not None:  # labels from a file are put into an AnnData read into memory
+        if out_of_core is None:
+            return None
+        raise InputError("--out-of-core takes the labels from the file's obs; drop --labels (or --in-memory)")
     try:
         cells = BackedCells(data, layer, cache_dir=cache_dir)
     except InputError:
@@ -80,7 +80,7 @@ def _backed(data: Path, layer: str | None, out_of_core: bool | None, labels: Pat
     why = (
         "as asked"
         if out_of_core
-        else f"an in-memory fit needs about {need / 2**30:.1f} GiB of {free / 2**30:.1f}"
+        else f"in memory it needs about {need / 2**30:.1f} of {free / 2**30:.1f} GiB"
     )
     typer.echo(f"fitting {data} out of core ({size}; {why}): its matrix is read from disk", err=True)
     return cells

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -342,7 +341,18 @@ def backed_celldata(
     storage = tempfile.TemporaryDirectory(
         prefix="cellsynth-data-", dir=cells.cache_dir, ignore_cleanup_errors=True
     )
-    X, library = _write_training_matrix(cells, train_genes, Path(storage.name), rounding, totals, progress)
+    try:
+        X, library = _write_training_matrix(
+            cells, train_genes, Path(storage.name), rounding, totals, progress
+        )
+    except BaseException as e:  # nothing half-written is left behind
+        storage.cleanup()
+        if isinstance(e, OSError) and not isinstance(e, PermissionError):
+            raise InputError(
+                f"could not write the training matrix in {storage.name} ({e.strerror or e}); free space "
+                "there, or choose another folder (--out's, or BackedCells' cache_dir)"
+            ) from e
+        raise
     sizes = library_records(library, conditions[0]) if counts else {}
     fields = dict(
         target_sum=target_sum, library_sizes=sizes, layer=cells.layer, representation=representation
@@ -401,10 +411,8 @@ def _write_training_matrix(
     nnz = int(indptr[-1])
     np.save(folder / "indptr.npy", indptr)
     shape = (cells.n_obs, len(genes))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        data = np.memmap(folder / "data.f32", dtype=np.float32, mode="r", shape=(nnz,))
-        indices = np.memmap(folder / "indices", dtype=index, mode="r", shape=(nnz,))
+    data = np.memmap(folder / "data.f32", dtype=np.float32, mode="r", shape=(nnz,))
+    indices = np.memmap(folder / "indices", dtype=index, mode="r", shape=(nnz,))
     X = sp.csr_matrix((data, indices, np.load(folder / "indptr.npy", mmap_mode="r")), shape=shape, copy=False)
     return X, library
 
