@@ -289,3 +289,21 @@ def test_a_training_matrix_that_cannot_be_written_leaves_nothing_and_says_so(
     ):
         backed_celldata(cells, label_key="cell_type")
     assert not list(cache.iterdir())
+
+
+def test_top_genes_are_chosen_on_a_seeded_sample_of_cells_beyond_hvg_cells(
+    counts_adata, tmp_path, monkeypatch
+):
+    from cellsynth.data import backed
+
+    monkeypatch.setattr(backed, "HVG_CELLS", 200)
+    path = _write(counts_adata, tmp_path / "cells.h5ad")
+    chosen = []
+    for seed in (0, 0, 1):
+        with BackedCells(path) as cells:
+            data = backed_celldata(cells, label_key="cell_type", n_genes=30, seed=seed)
+        chosen.append(data.preprocessing.output_genes)
+        assert data.n_genes == 30 and data.X.shape == (counts_adata.n_obs, 30)  # every cell is trained on
+    assert chosen[0] == chosen[1]  # the same seed, the same sample and genes
+    whole = CellData.from_anndata(counts_adata, label_key="cell_type", n_genes=30).preprocessing.output_genes
+    assert len(set(chosen[0]) & set(whole)) >= 20  # a sample of 200 cells finds most of the same genes
