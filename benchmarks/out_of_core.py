@@ -136,33 +136,14 @@ def main() -> None:
     )
     limit = int(a.limit_gb * gb) if a.limit_gb else None
     fit = [*CLI, "fit", str(a.file), "--label-key", "cell_type", "--quiet", "--overwrite"]
-    runs = {}
-    if not a.skip_in_memory:
-        runs["fit --in-memory"] = [
-            *fit,
-            "--in-memory",
-            "--out",
-            str(a.work / "in_memory"),
-            "--max-minutes",
-            str(a.max_minutes),
-        ]
-    runs["fit --out-of-core"] = [
-        *fit,
-        "--out-of-core",
-        "--out",
-        str(a.work / "out_of_core"),
-        "--max-minutes",
-        str(a.max_minutes),
-    ]
-    runs["sample 10,000"] = [
-        *CLI,
-        "sample",
-        str(a.work / "out_of_core"),
-        "--n",
-        "10000",
-        "--out",
-        str(a.work / "synthetic.h5ad"),
-    ]
+    fit += ["--max-minutes", str(a.max_minutes)]
+    modes = ["out_of_core"] if a.skip_in_memory else ["in_memory", "out_of_core"]
+    runs = {
+        f"fit --{m.replace('_', '-')}": [*fit, f"--{m.replace('_', '-')}", "--out", str(a.work / m)]
+        for m in modes
+    }
+    model, synthetic = str(a.work / "out_of_core"), str(a.work / "synthetic.h5ad")
+    runs["sample 10,000"] = [*CLI, "sample", model, "--n", "10000", "--out", synthetic]
     for name, args in runs.items():
         r = run(args, limit)
         print(

@@ -194,18 +194,19 @@ def label_mean_profile(data) -> np.ndarray:
         rows = np.flatnonzero(codes == c)
         if len(rows) == 0:
             continue
-        blocks = list(data.row_blocks(rows)) if sp.issparse(data.X) else [(None, data.X[rows])]
-        sums = []
-        for _, part in blocks:  # a type of many cells on disk: summed block by block
-            if sp.issparse(part):
-                part = part.copy()
+        if not sp.issparse(data.X):
+            part = np.asarray(data.X[rows], dtype=np.float64)
+            mean = (np.expm1(part) if log_scale else part).mean(0)
+        else:
+            mean, total = None, np.zeros(data.n_genes)
+            for where, part in data.row_blocks(rows):  # a fresh copy of the rows each
                 if log_scale:
                     np.expm1(part.data, out=part.data)
-                sums.append(np.asarray(part.mean(0) if len(blocks) == 1 else part.sum(0)).ravel())
-            else:
-                part = np.asarray(part, dtype=np.float64)
-                sums.append((np.expm1(part) if log_scale else part).mean(0))
-        mean = sums[0] if len(sums) == 1 else np.sum(sums, axis=0) / len(rows)
+                if where == slice(None):  # every row in one block
+                    mean = np.asarray(part.mean(0)).ravel()
+                else:  # a type of many cells (on disk): summed block by block
+                    total += np.asarray(part.sum(0), dtype=np.float64).ravel()
+            mean = total / len(rows) if mean is None else mean
         out[c] = np.log1p(mean) if log_scale else mean
     return out
 
