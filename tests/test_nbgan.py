@@ -419,7 +419,8 @@ def test_rarely_expressed_genes_are_calibrated_in_rates_at_the_cells_library_siz
 
 def test_the_spread_term_is_kept_where_cells_vary_along_programs_and_travels_with_the_model(tmp_path):
     """Cells of each type varying along shared expression programs: the decoder of a short fit spreads them
-    too little, the spread term tops that up, passes the forest's check, and is in the model file; without
+    too little, the spread term tops that up (out of the count draw's noise), passes the forest's check, and
+    is in the model file, which samples the same cells once loaded; without
     ``spread`` the file holds no such tensors. nbgarage (whose samples come from its seed bank) has none."""
     from safetensors import safe_open
 
@@ -433,6 +434,8 @@ def test_the_spread_term_is_kept_where_cells_vary_along_programs_and_travels_wit
     fitted.save(tmp_path / "m")
     again = models.load(tmp_path / "m")
     assert again.modules["generator"].spread_on
+    # the term's variance is taken out of the count draw's noise (the default), in the loaded model too
+    assert record["from_noise"] and again.modules["generator"].noise_taken() is not None
     assert (a.X != again.sample(n=60, seed=2).X).nnz == 0
 
     off = models.get("nbgan", spread=False, **TINY).fit(adata, label_key="cell_type", progress=False, seed=0)

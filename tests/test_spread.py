@@ -87,3 +87,47 @@ def test_the_term_meets_the_real_spread_and_is_kept_only_if_the_forest_then_does
             assert spread[c][0, 0] == pytest.approx(truth[c][0, 0], rel=0.25)
     else:
         assert record["auc_with"] >= record["auc_without"]
+
+
+def log_rates(net, n: int, seed: int) -> np.ndarray:
+    """Log-rates of ``n`` cells of type 0 as the count draw makes them: the decoder's profile (with the
+    spread term once set) times a mean-one log-normal factor of the generator's dispersion."""
+    from cellsynth.models.decoder_generator import DecoderGenerator
+
+    assert isinstance(net, DecoderGenerator)
+    g = torch.Generator().manual_seed(seed)
+    w = [torch.zeros(n, 2).index_fill_(1, torch.tensor([0]), 1.0)]
+    with torch.no_grad():
+        _, _, rho = net(torch.randn(n, net.noise_width(), generator=g), w, with_profile=True)
+        s2 = torch.log1p(net.dispersion(w))
+        return (rho.log() + s2.sqrt() * torch.randn(rho.shape, generator=g) - 0.5 * s2).double().numpy()
+
+
+@pytest.mark.parametrize("from_noise", [False, True])
+def test_a_term_taken_from_the_noise_correlates_genes_without_changing_their_variance_or_mean(from_noise):
+    from cellsynth.models.decoder_generator import DecoderGenerator
+
+    torch.manual_seed(0)
+    n_genes, n = 400, 20_000
+    net = DecoderGenerator(n_genes, [2], 4, (8, 8), dispersion=True, spread_from_noise=from_noise)
+    with torch.no_grad():
+        net.log_dispersion.fill_(0.0)  # σ² = log 2 in every gene
+    before = log_rates(net, n, seed=1)
+    axes = np.zeros((RANK, n_genes))
+    axes[0, :10] = 1 / np.sqrt(10)  # one program over genes 0–9
+    factors = np.zeros((2, RANK, RANK))
+    factors[:, 0, 0] = np.sqrt(10 * 0.4)  # of variance 0.4 in each of those genes (below log 2)
+    net.set_spread(axes, factors)
+    after = log_rates(net, n, seed=2)
+    program = np.corrcoef(after[:, :10].T)[np.triu_indices(10, 1)].mean()
+    assert program > 0.3 if from_noise else program > 0.2  # the genes of the program vary together
+    assert np.corrcoef(before[:, :10].T)[np.triu_indices(10, 1)].mean() < 0.1
+    gained = after[:, :10].var(0).mean() - before[:, :10].var(0).mean()
+    if from_noise:  # each gene's log-rate keeps its variance and its mean: only how genes co-vary changes
+        assert abs(gained) < 0.05
+        np.testing.assert_allclose(after[:, :10].mean(0), before[:, :10].mean(0), atol=0.03)
+        np.testing.assert_allclose(net.noise_taken()[0, :10], 0.4, rtol=1e-5)
+    else:  # the term adds its variance to the noise's
+        assert gained == pytest.approx(0.4, abs=0.05)
+        assert net.noise_taken() is None
+    np.testing.assert_allclose(after[:, 10:].var(0).mean(), before[:, 10:].var(0).mean(), rtol=0.03)

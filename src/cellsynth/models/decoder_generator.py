@@ -30,6 +30,7 @@ class DecoderGenerator(nn.Module):
         dispersion: bool,
         code_cov: str = "pooled",
         spread: bool = False,
+        spread_from_noise: bool = False,
     ):
         super().__init__()
         self.z_dim = z_dim
@@ -43,6 +44,9 @@ class DecoderGenerator(nn.Module):
         )
         del self.vae.encoder
         self.log_dispersion = nn.Parameter(torch.full((sizes[0], n_genes), -2.0)) if dispersion else None
+        # the spread term's variance taken out of the count draw's independent log-normal noise, gene by
+        # gene (:meth:`noise_taken`), so that it correlates the genes' variation instead of adding to it
+        self.spread_from_noise = spread_from_noise
         # the spread term (train.spread): the training cells' principal axes and each type's factor along
         # them; tensors only while it is set (``spread``: set, to be loaded), so a model without one has none
         if spread:
@@ -64,7 +68,23 @@ class DecoderGenerator(nn.Module):
         """cells × genes over-dispersion for cells with conditions ``weights`` (mixtures: geometric)."""
         if self.log_dispersion is None:
             return None
-        return torch.exp(weighted_rows(weights[0], self.log_dispersion.float()))
+        phi = torch.exp(weighted_rows(weights[0], self.log_dispersion.float()))
+        taken = self.noise_taken()
+        if taken is None:
+            return phi
+        # the log-normal's σ² = log(1 + φ), less what the spread term carries
+        return torch.expm1((torch.log1p(phi) - weighted_rows(weights[0], taken)).clamp_min(1e-8))
+
+    def noise_taken(self) -> torch.Tensor | None:
+        """types × genes: the log-rate variance the spread term takes out of the count draw's log-normal
+        noise (``spread_from_noise``): its own variance in each gene, at most the noise's σ²; None without
+        the term. A gene's log-rate keeps its variance and its mean (:meth:`forward` moves the mean by
+        half of what is taken, as the log-normal's mean-one correction no longer does)."""
+        if not (self.spread_from_noise and self.spread_on and self.log_dispersion is not None):
+            return None
+        loadings = torch.einsum("gk,ckj->cgj", self.spread_axes, self.spread_factors)
+        noise = torch.log1p(torch.exp(self.log_dispersion.detach().float()))
+        return torch.minimum(loadings.square().sum(-1), noise)
 
     def forward(self, z: torch.Tensor, weights: Sequence[torch.Tensor], with_profile: bool = False):
         """``(x, x)`` with ``x = log1p(ρ · 1e4)``; ``with_profile``: ``(x, x, ρ)``, so that a count draw
@@ -77,6 +97,9 @@ class DecoderGenerator(nn.Module):
         if eps.shape[1]:
             factors = torch.einsum("nc,cij->nij", weights[0].to(eps.dtype), self.spread_factors.to(eps.dtype))
             logits = logits + torch.einsum("nij,nj->ni", factors, eps) @ self.spread_axes.to(eps.dtype).T
+            taken = self.noise_taken()
+            if taken is not None:
+                logits = logits - 0.5 * weighted_rows(weights[0], taken)
         x, rho = PROFILE_VALUES(logits)
         return (x, x, rho) if with_profile else (x, x)
 

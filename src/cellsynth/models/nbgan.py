@@ -119,6 +119,9 @@ class NBGAN(CGAN):
         Param("spread", True, "bool", "after training, top up each type's spread along the training cells' "
               "principal axes to theirs (a Gaussian term in the log-rates), kept only if a forest then tells "
               "generated from training cells less well"),
+        Param("spread_from_noise", True, "bool", "spread: the term's variance in each gene taken out of the "
+              "count draw's independent noise (each gene's log-rate keeps its variance; the genes vary "
+              "together more)"),
         Param("calibrate_rates", True, "bool", "calibration: the genes a type is expected to hold fewer than "
               "0.3 counts per cell of moved onto an empirical-Bayes estimate of their training rates"),
         Param("calibrate_pool", 0, "int", "calibration: genes shrunk towards the mean step of this many "
@@ -141,10 +144,11 @@ class NBGAN(CGAN):
 
     def _build(self, sizes, n_genes):
         modules = super()._build(sizes, n_genes)
-        p = self.params
+        p, spread = self.params, (self.fit_record or {}).get("spread", {})
         modules["generator"] = DecoderGenerator(
             n_genes, sizes, int(p["z_dim"]), p["g_hidden"], dispersion=self._learns_dispersion(),
-            code_cov=p["code_cov"], spread=bool((self.fit_record or {}).get("spread", {}).get("kept")),
+            code_cov=p["code_cov"], spread=bool(spread.get("kept")),
+            spread_from_noise=bool(spread.get("from_noise")),
         )  # fmt: skip
         return modules
 
@@ -400,6 +404,8 @@ class NBGAN(CGAN):
         real = data.dense_rows(rows)
         axes = leading_axes(real, data.preprocessing.representation, seed)
 
+        net.spread_from_noise = from_noise = bool(self.params["spread_from_noise"])
+
         def set_term(factors):
             net.set_spread(axes[1], factors)
 
@@ -407,7 +413,7 @@ class NBGAN(CGAN):
             generate, set_term, real, axes, rows, plan.codes_all[rows, 0].numpy(),
             plan.sizes[0], SPREAD_ROUNDS, seed,
         )  # fmt: skip
-        return record | {"seconds": round(time.perf_counter() - started, 3)}
+        return record | {"from_noise": from_noise, "seconds": round(time.perf_counter() - started, 3)}
 
 
 class _InterruptedInAutoencoder(Exception):
