@@ -307,3 +307,41 @@ def test_top_genes_are_chosen_on_a_seeded_sample_of_cells_beyond_hvg_cells(
     assert chosen[0] == chosen[1]  # the same seed, the same sample and genes
     whole = CellData.from_anndata(counts_adata, label_key="cell_type", n_genes=30).preprocessing.output_genes
     assert len(set(chosen[0]) & set(whole)) >= 20  # a sample of 200 cells finds most of the same genes
+
+
+def test_the_folders_of_killed_fits_are_removed_and_those_of_running_ones_kept(counts_adata, tmp_path):
+    """A fit killed outright leaves its training matrix's folder; the next out-of-core fit in the same
+    folder removes it (its process no longer runs), with a warning, and leaves the folders of processes
+    that still run and of other hosts."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from cellsynth.data.backed import STORAGE_PREFIX
+
+    host = socket.gethostname()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    killed = tmp_path / f"{STORAGE_PREFIX}{host}-{int(dead.stdout)}-abc"
+    running = tmp_path / f"{STORAGE_PREFIX}{host}-{os.getpid()}-def"
+    elsewhere = tmp_path / f"{STORAGE_PREFIX}{host}x-{int(dead.stdout)}-ghi"
+    longer_name = tmp_path / f"{STORAGE_PREFIX}{host}-2-{int(dead.stdout)}-jkl"  # host "<host>-2"
+    for folder in (killed, running, elsewhere, longer_name):
+        folder.mkdir()
+        (folder / "data.f32").write_bytes(b"\0" * 64)
+    path = _write(counts_adata, tmp_path / "cells.h5ad")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with BackedCells(path, cache_dir=tmp_path) as cells:
+            data = backed_celldata(cells, label_key="cell_type")
+            own = Path(data.storage.name)
+            assert own.name.startswith(f"{STORAGE_PREFIX}{host}-{os.getpid()}-")
+    assert not killed.exists() and running.exists() and elsewhere.exists() and longer_name.exists()
+    assert [str(w.message) for w in caught if "killed" in str(w.message)] == [
+        f"removed 1 training-matrix folder(s) left in {tmp_path} by fits that were killed"
+    ]
+    del data
+    gc.collect()
+    assert not own.exists()
