@@ -318,7 +318,7 @@ def test_the_folders_of_killed_fits_are_removed_and_those_of_running_ones_kept(c
     import subprocess
     import sys
 
-    from cellsynth.data.backed import STORAGE_PREFIX
+    from cellsynth.data.storage import STORAGE_PREFIX
 
     host = socket.gethostname()
     dead = subprocess.run(

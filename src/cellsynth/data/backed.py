@@ -16,10 +16,6 @@ files in memory as it can spare: the fit's own memory grows by a few kilobytes a
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +43,7 @@ from .preprocess import (
     scale_factors,
     warn_rounding,
 )
+from .storage import training_storage
 from .values import ValueSummary, checked_representation
 
 #: cells the highly variable genes are chosen on at most (a seeded sample of them beyond)
@@ -341,7 +338,7 @@ def backed_celldata(
     else:
         train_genes, gene_selection = np.flatnonzero(expressed), "expressed"
 
-    storage = _storage(cells.cache_dir)
+    storage = training_storage(cells.cache_dir)
     try:
         X, library = _write_training_matrix(
             cells, train_genes, Path(storage.name), rounding, totals, progress
@@ -416,52 +413,6 @@ def _write_training_matrix(
     indices = np.memmap(folder / "indices", dtype=index, mode="r", shape=(nnz,))
     X = sp.csr_matrix((data, indices, np.load(folder / "indptr.npy", mmap_mode="r")), shape=shape, copy=False)
     return X, library
-
-
-#: the training matrix's folder: ``cellsynth-data-<host>-<pid>-<random>``
-STORAGE_PREFIX = "cellsynth-data-"
-
-
-def _storage(cache_dir) -> tempfile.TemporaryDirectory:
-    """A folder for the training matrix in ``cache_dir`` (default: the system's temporary folder), named
-    after this host and process. A fit killed outright (SIGKILL, out of memory) cannot remove its folder:
-    the folders of this host's processes that no longer run are removed first, with a warning."""
-    host = socket.gethostname()
-    orphans = orphaned_storage(Path(cache_dir or tempfile.gettempdir()), host)
-    for path in orphans:
-        shutil.rmtree(path, ignore_errors=True)
-    if orphans:
-        warnings.warn(
-            f"removed {len(orphans)} training-matrix folder(s) left in {orphans[0].parent} by fits that were "
-            "killed",
-            stacklevel=3,
-        )
-    return tempfile.TemporaryDirectory(
-        prefix=f"{STORAGE_PREFIX}{host}-{os.getpid()}-", dir=cache_dir, ignore_cleanup_errors=True
-    )
-
-
-def orphaned_storage(folder: Path, host: str) -> list[Path]:
-    """Training-matrix folders in ``folder`` made on ``host`` by processes that no longer run (a process id
-    in use again counts as running: its folder stays)."""
-    out = []
-    for path in sorted(folder.glob(f"{STORAGE_PREFIX}{host}-*")):
-        # <pid>-<random>: the random part holds no "-", so another host whose name extends this one's
-        # ("node1-2") does not match
-        pid, *rest = path.name[len(STORAGE_PREFIX) + len(host) + 1 :].split("-")
-        if path.is_dir() and len(rest) == 1 and pid.isdigit() and not _running(int(pid)):
-            out.append(path)
-    return out
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 __all__ = ["BackedCells", "backed_celldata", "HVG_CELLS"]
