@@ -258,7 +258,7 @@ def test_moment_match_moves_each_gene_by_its_own_residual_through_the_count_draw
     one: other genes' variance residuals alone move it. ``per_gene_path`` gives each gene only its own
     residual, in the right direction."""
     from cellsynth.data.preprocess import CountObservation
-    from cellsynth.train.adversarial import MomentMatch, per_gene_path
+    from cellsynth.train.objectives import MomentMatch, per_gene_path
 
     n, genes = 64, 40
     pre0 = torch.cat([torch.full((n, 1), 7.0), torch.full((n, genes - 1), 1.0)], 1)
@@ -436,3 +436,53 @@ def test_the_scores_kernel_is_the_differentiable_kernel_to_the_bit(n):
     assert torch.equal(score.diagonal(), torch.zeros(n))
     expected = sum(torch.exp(-d2 / (2 * s * s * med2)) for s in scales)
     torch.testing.assert_close(score[off], expected[off], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_the_moment_match_gradient_in_closed_form_is_autograds(compiled, monkeypatch):
+    """On wide batches the per-gene gradient is taken in closed form, one pass over the batch (compiled,
+    or eager where compiling is off): the same loss, the same running moments, the same gradient as
+    autograd through ``per_gene_path``, for types of many cells, of a few, of one, and rows of no type."""
+    from cellsynth.data import fused
+    from cellsynth.train import objectives
+    from cellsynth.train.objectives import MomentMatch, per_gene_path
+
+    monkeypatch.setattr(objectives, "MIN_ENTRIES", 1000)
+    monkeypatch.setattr(fused, "MIN_ENTRIES", 1000)
+    monkeypatch.setenv("CELLSYNTH_COMPILE", "1" if compiled else "0")
+    g = torch.Generator().manual_seed(0)
+    n, genes, types = 64, 300, 5
+    target_mean, target_var = torch.rand(types, genes, generator=g), torch.rand(types, genes, generator=g)
+    by_autograd, closed = MomentMatch(target_mean, target_var, 0.9), MomentMatch(target_mean, target_var, 0.9)
+    taken = []
+    monkeypatch.setattr(objectives, "_closed_form", lambda *a: taken.append(1) or True)
+    for _ in range(3):  # the running moments carry over steps
+        labels = torch.randint(0, 3, (n,), generator=g)
+        labels[:3] = 3  # three cells of type 3, one of type 4 (its variance is not matched)
+        labels[3] = 4
+        w = F.one_hot(labels, types).float()
+        w[10:16] = 0  # mixed-label rows weigh nothing
+        pre = torch.randn(n, genes, generator=g, requires_grad=True)
+        x = pre.detach().relu() + 0.2 * torch.rand(n, genes, generator=g)
+        expected = by_autograd(per_gene_path(x, pre), w)
+        (grad_expected,) = torch.autograd.grad(2.5 * expected, pre)
+        got = closed(x, w, pre)
+        (grad_got,) = torch.autograd.grad(2.5 * got, pre)
+        torch.testing.assert_close(got, expected)
+        torch.testing.assert_close(grad_got, grad_expected, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(closed.running, by_autograd.running)
+        assert (grad_got[10:16] == 0).all() and grad_got.abs().sum() > 0
+    assert len(taken) == 3
+
+
+def test_the_moment_match_takes_its_closed_form_only_on_wide_batches_of_whole_types(monkeypatch):
+    from cellsynth.train import objectives
+
+    monkeypatch.setattr(objectives, "MIN_ENTRIES", 1000)
+    one_hot = F.one_hot(torch.arange(8) % 3, 3).float()
+    one_hot[0] = 0
+    assert objectives._closed_form(torch.zeros(8, 200), one_hot)
+    assert not objectives._closed_form(torch.zeros(8, 100), one_hot)  # 800 entries: autograd's
+    mixed = one_hot.clone()
+    mixed[1] = torch.tensor([0.5, 0.5, 0.0])
+    assert not objectives._closed_form(torch.zeros(8, 200), mixed)

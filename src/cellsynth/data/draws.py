@@ -17,6 +17,8 @@ from functools import lru_cache
 
 import torch
 
+from .fused import Fused
+
 #: row blocks of a split draw (fixed: the numbers drawn must not depend on the machine's threads)
 PARTS = 4
 #: draws smaller than this many numbers are not split (the threads' hand-over costs more than they save)
@@ -36,11 +38,11 @@ def _process_pool(pid: int, workers: int) -> ThreadPoolExecutor:
 Draw = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
-def _split(draw: Draw, x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+def _split(draw: Draw, x: torch.Tensor, gen: torch.Generator | None, min_split: int = MIN_SPLIT):
     """``draw(block, generator)`` over ``x``'s row blocks, concatenated (no gradient); ``x`` only gives
     shapes when ``draw`` ignores its values."""
     x = x.detach()
-    if x.device.type != "cpu" or x.numel() < MIN_SPLIT or x.dim() == 0 or len(x) < PARTS:
+    if x.device.type != "cpu" or x.numel() < min_split or x.dim() == 0 or len(x) < PARTS:
         return draw(x, gen)
     blocks = x.chunk(PARTS)
     seeds = torch.randint(0, 2**62, (len(blocks),), generator=gen).tolist()
@@ -51,9 +53,70 @@ def _split(draw: Draw, x: torch.Tensor, gen: torch.Generator | None) -> torch.Te
     return torch.cat(list(_pool(workers).map(draw, blocks, gens)))
 
 
-def poisson(rate: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``torch.poisson(rate)``, split over the CPU's threads when large."""
+def poisson(rate: torch.Tensor, generator: torch.Generator | None = None, *, by_inversion: bool = False):
+    """``torch.poisson(rate)``, split over the CPU's threads when large. ``by_inversion`` (a training step's
+    draw, whose shape is compiled for): on a large CPU batch, each count is found from a uniform number by
+    the inversion of its Poisson distribution, in one compiled pass for the rates up to
+    :data:`INVERSION_LIMIT`, and drawn by torch's sampler above it (the same distribution, other
+    numbers)."""
+    if by_inversion and (inverse := _INVERSION.compiled_for(rate, rate)) is not None:
+        u = rand_like(rate, generator)
+        return _the_rest(inverse(u, rate), u, rate, generator)
     return _split(lambda r, g: torch.poisson(r, generator=g), rate, generator)
+
+
+#: rates up to this are drawn by inversion (by_inversion); a sparse transcriptome's entries mostly are
+INVERSION_LIMIT = 2.0
+#: the counts the compiled pass tells apart (0 to TERMS - 1); the few uniforms beyond (P ≈ 1e-6 at the
+#: limit) are inverted further by :func:`_the_rest`
+TERMS = 12
+
+
+def _inverse_poisson(u: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
+    """The Poisson(rate) counts of the uniforms ``u`` by inversion, counted against the tail probabilities
+    ``P(X > k)`` (from ``-expm1(-rate)``: exact for tiny rates; in float32, as ``u`` is: a tail probability
+    is off by about 1e-7 at most, the resolution of ``u`` near 1); -1 where they are still to be found
+    (rates above the limit, counts of at least ``TERMS``). (One output: a second, boolean one made the
+    compiled loop three times slower.)"""
+    v = 1.0 - u  # in (0, 1]: X is the number of k with v < P(X > k)
+    lam = rate.clamp_max(INVERSION_LIMIT)
+    p = torch.exp(-lam)
+    tail = -torch.expm1(-lam)
+    counts = (v < tail).to(rate.dtype)
+    for k in range(1, TERMS):
+        p = p * lam / k
+        tail = tail - p
+        counts = counts + (v < tail).to(rate.dtype)
+    return torch.where((rate > INVERSION_LIMIT) | (v < tail), -1.0, counts)
+
+
+_INVERSION = Fused(_inverse_poisson, grad_only=False)
+
+
+def _the_rest(counts, u, rate, generator) -> torch.Tensor:
+    """``counts`` with the entries still to be found (-1) found: above the limit by torch's sampler (split
+    over the threads), the others by the inversion continued (in float64) until their uniform is passed."""
+    flat = counts.view(-1)
+    where = torch.nonzero(flat < 0).ravel()
+    if not len(where):
+        return counts
+    lam = rate.reshape(-1)[where]
+    large = lam > INVERSION_LIMIT
+    flat[where[large]] = _split(lambda r, g: torch.poisson(r, generator=g), lam[large], generator, 1 << 14)
+    tail = where[~large]
+    if len(tail):
+        lam, v = lam[~large].double(), 1.0 - u.reshape(-1)[tail].double()
+        p, above = torch.exp(-lam), -torch.expm1(-lam)
+        n = torch.zeros_like(lam)
+        for k in range(1, 1000):  # rates under the limit: a few dozen terms at most
+            below = v < above
+            if not bool(below.any()):
+                break
+            n += below
+            p = p * lam / k
+            above = above - p
+        flat[tail] = n.to(flat.dtype)
+    return counts
 
 
 def randn_like(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -37,8 +37,12 @@ def compiling_enabled() -> bool:
 class Fused:
     """``fn(*tensors, **constants)``, compiled for large CPU batches (see the module's notes)."""
 
-    def __init__(self, fn: Callable):
+    def __init__(self, fn: Callable, grad_only: bool = True):
         self.fn = fn
+        # compiled only where gradients are recorded (validation and sampling under ``no_grad``: other
+        # shapes, no backward to fuse); False: wherever asked, the caller deciding (a training step's
+        # count draw, which runs under ``no_grad``)
+        self.grad_only = grad_only
         self.compiled: Callable | None = None
         self.shapes: set[tuple] = set()  # the shapes compiled for (each fit's training batch)
         self.failed = False
@@ -46,15 +50,20 @@ class Fused:
     def _wanted(self, first: torch.Tensor) -> bool:
         if self.failed or first.device.type != "cpu" or first.numel() < MIN_ENTRIES:
             return False
-        if not torch.is_grad_enabled():  # validation and sampling: other shapes, no backward to fuse
+        if self.grad_only and not torch.is_grad_enabled():
             return False
         if tuple(first.shape) in self.shapes:
             return True
         return len(self.shapes) < MAX_SHAPES and compiling_enabled()
 
     def __call__(self, *args, **kwargs):
+        return (self.compiled_for(*args, **kwargs) or self.fn)(*args, **kwargs)
+
+    def compiled_for(self, *args, **kwargs) -> Callable | None:
+        """The compiled function for these arguments' shapes (compiled and checked at the first call with
+        them), or None where it runs eagerly."""
         if not self._wanted(args[0]):
-            return self.fn(*args, **kwargs)
+            return None
         shape = tuple(args[0].shape)
         if shape not in self.shapes:  # compiled (again) for this shape, and checked
             try:
@@ -67,12 +76,12 @@ class Fused:
                     f"cellsynth: compiling {self.fn.__name__} failed ({first[:200]}); running it eagerly "
                     "(slower, the same results)",
                     RuntimeWarning,
-                    stacklevel=2,
+                    stacklevel=3,
                 )
-                return self.fn(*args, **kwargs)
+                return None
             self.compiled = compiled
             self.shapes.add(shape)
-        return self.compiled(*args, **kwargs)
+        return self.compiled
 
     @staticmethod
     def _check(compiled: Callable, args, kwargs) -> None:

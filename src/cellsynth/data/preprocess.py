@@ -325,8 +325,8 @@ class CountObservation:
         else:
             rate = rho * library[:, None]
         with torch.no_grad():
-            if self.noise in ("poisson", "pln"):
-                counts = draws.poisson(rate, gen)
+            if self.noise in ("poisson", "pln"):  # a training step's draw (gradients recorded): by inversion
+                counts = draws.poisson(rate, gen, by_inversion=rate.requires_grad)
             else:
                 low = torch.floor(rate)
                 counts = low + (draws.rand_like(rate, gen) < rate - low).to(rate.dtype)

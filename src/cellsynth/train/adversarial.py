@@ -36,7 +36,6 @@ from .objectives import (
     conditional_mmd,
     gradient_penalty,
     mix_labels,
-    per_gene_path,
     r1_penalty,
     same_label_partners,
     soft_cross_entropy,
@@ -379,7 +378,7 @@ class AdversarialPlan(TrainingPlan):
         mom_loss = torch.zeros((), device=dev)
         if self.moments is not None and int(pure.sum()) >= 2:
             # mixed-label rows weigh nothing (a zero weight, not a row selection: cheaper on wide data)
-            mom_loss = self.moments(per_gene_path(x_fake, pre), w_fake[0] * pure[:, None])
+            mom_loss = self.moments(x_fake, w_fake[0] * pure[:, None], pre)
             terms["moment_error"] = self.moments.error
         terms["moment"] = mom_loss
         return terms

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from ..data.fused import Fused
+from ..data.fused import MIN_ENTRIES, Fused
 from ..metrics.distribution import mmd2
 
 
@@ -35,7 +35,19 @@ class MomentMatch:
         self.is_var = torch.tensor([False, True], device=mean.device)[:, None, None]
         self.error = 0.0  # share-weighted mean squared residual of the running moments (for the history)
 
-    def __call__(self, x: torch.Tensor, label_w: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, x: torch.Tensor, label_w: torch.Tensor, pre: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The surrogate loss of generated ``x`` with type weights ``label_w``; with ``pre``, its gradient
+        goes to ``pre``, each gene's to that gene (:func:`per_gene_path`). On a wide CPU batch with one-hot
+        (or zero) rows, that gradient is taken in closed form, one compiled pass over the batch instead of
+        the products' backward (the same gradient; docs/benchmarks.md, "A training step of the default
+        model")."""
+        closed = pre is not None and pre.requires_grad and _closed_form(x, label_w)
+        if closed:
+            x = x.detach()
+        elif pre is not None:
+            x = per_gene_path(x, pre)
         x = x.float()
         mass = label_w.sum(0)
         present = mass > 0
@@ -45,7 +57,8 @@ class MomentMatch:
         m = mass[present, None]
         mean = (w @ x) / m
         # unbiased within the batch (a label's single cell says nothing about its variance)
-        var = ((w @ (x * x)) / m - mean**2) * (m / (m - 1).clamp_min(1e-6)) * (m > 1.5)
+        unbiased = (m / (m - 1).clamp_min(1e-6)) * (m > 1.5)
+        var = ((w @ (x * x)) / m - mean**2) * unbiased
         batch = torch.stack([mean, var])
         with torch.no_grad():
             idx = torch.nonzero(present).ravel()
@@ -59,7 +72,47 @@ class MomentMatch:
             resid = (upd - self.target[:, idx]) * ~single
             share = (m / m.sum())[None]
             self.error = float((resid.pow(2) * share).sum() / x.shape[1])  # what is logged
-        return (resid * batch * share).sum()
+        loss = (resid * batch * share).sum()
+        if not closed:
+            return loss
+        # d loss / d x[i] for a cell of type t: g_mean[t] / m + g_var[t] · unbiased · 2 (x[i] − mean[t]) / m
+        g_mean, g_var = resid[0] * share[0], resid[1] * share[0]
+        offset = (g_mean - 2 * g_var * unbiased * mean) / m
+        slope = 2 * g_var * unbiased / m
+        return _ByCell.apply(pre, loss, x, offset, slope, w.T.argmax(1), w.sum(0) > 0)
+
+
+def _closed_form(x: torch.Tensor, label_w: torch.Tensor) -> bool:
+    """Whether the moment match's gradient is taken in closed form: wide CPU batches (small fits, the
+    pinned outputs among them, keep autograd's arithmetic), each row one type's or none."""
+    if x.device.type != "cpu" or x.numel() < MIN_ENTRIES:
+        return False
+    return bool(((label_w == 0) | (label_w == 1)).all() and (label_w.sum(1) <= 1).all())
+
+
+def _by_cell_gradient(x, types, counted, offset, slope):
+    """Each cell's gradient: its type's ``offset + slope · x`` (zero for a cell of no type)."""
+    return (offset[types] + slope[types] * x) * counted[:, None]
+
+
+_BY_CELL_GRADIENT = Fused(_by_cell_gradient, grad_only=False)
+
+
+class _ByCell(torch.autograd.Function):
+    """``loss`` (its value, computed without a graph) with the gradient to ``pre`` given in closed form,
+    per cell from its type's row: ``offset[t] + slope[t] · x``."""
+
+    @staticmethod
+    def forward(ctx, pre, loss, x, offset, slope, types, counted):
+        ctx.save_for_backward(x, offset, slope, types, counted)
+        ctx.dtype = pre.dtype
+        return loss.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, offset, slope, types, counted = ctx.saved_tensors
+        by_cell = _BY_CELL_GRADIENT(x, types, counted, offset, slope)
+        return (grad * by_cell).to(ctx.dtype), None, None, None, None, None, None
 
 
 def per_gene_path(observed: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
