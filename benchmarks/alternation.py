@@ -56,3 +56,15 @@ def fit_nbgan(data, *, epochs: int, ae_epochs: int) -> None:
 def medians_ms(times: dict[str, list[float]], skip: int) -> dict[str, float]:
     """Each kind's median step time in ms, its first ``skip`` steps left out."""
     return {k: 1000 * float(np.median(v[skip:])) for k, v in times.items()}
+
+
+def alternated_generator_steps(data, kinds: tuple[str, str], switch: Callable, *, epochs: int, skip: int):
+    """An nbgan fit (one autoencoder epoch, ``epochs`` generator epochs) whose generator steps alternate
+    between ``kinds`` (:func:`alternate`); prints the steps' count and returns each kind's median step in
+    ms, its first ``skip`` steps left out."""
+    from cellsynth.train.adversarial import AdversarialPlan
+
+    times = alternate(AdversarialPlan, kinds, switch)
+    fit_nbgan(data, epochs=epochs, ae_epochs=1)
+    print("generator steps: " + ", ".join(f"{len(v)} {k}" for k, v in times.items()))
+    return medians_ms(times, skip)

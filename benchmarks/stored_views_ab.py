@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 
-from alternation import alternate, baron, fit_nbgan, medians_ms
+from alternation import alternated_generator_steps, baron
 
 
 def main() -> None:
@@ -24,7 +24,6 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=20, help="generator epochs")
     args = ap.parse_args()
     data = baron()
-    from cellsynth.train.adversarial import AdversarialPlan
 
     def switch(plan, kind):
         table = plan.real_views
@@ -36,10 +35,7 @@ def main() -> None:
 
         return undo
 
-    times = alternate(AdversarialPlan, ("stored", "projected"), switch)
-    fit_nbgan(data, epochs=args.epochs, ae_epochs=1)
-    ms = medians_ms(times, 10)
-    print(f"steps: {len(times['stored'])} stored, {len(times['projected'])} projected")
+    ms = alternated_generator_steps(data, ("stored", "projected"), switch, epochs=args.epochs, skip=10)
     print(f"RESULT stored_ms={ms['stored']:.1f} projected_ms={ms['projected']:.1f}")
 
 
