@@ -8,7 +8,8 @@ chain is one loop forward and one backward (docs/benchmarks.md, "A training step
 
 :class:`Fused` wraps such a function: on CPU tensors of at least :data:`MIN_ENTRIES` entries, with gradients
 recorded (a training step), it calls the version compiled for that shape (each fit's training batch, up to
-:data:`MAX_SHAPES` in a process; validation and sampling under ``no_grad`` run eagerly);
+:data:`MAX_SHAPES` in a process; validation and sampling under ``no_grad`` run eagerly; a function made with
+``grad_only=False``, such as the training batch's count draw, is compiled where its caller asks);
 the first compiled call is checked forward and backward, and if compiling fails (no C++ compiler, an
 unsupported platform) the function runs eagerly from then on, after one warning. ``CELLSYNTH_COMPILE=0``
 turns compiling off. The compiled and the eager chain compute the same arithmetic; their roundings may
