@@ -25,7 +25,7 @@ from ..data.preprocess import draw_counts, expand_genes, normalize_log1p
 from ..errors import InputError, RequestError
 from ..params import ParamSpec
 from .persistence import FORMAT, FORMAT_VERSION
-from .sampling import check_memory, joint_conditions, joint_table, plan_conditions, restore_types
+from .sampling import check_memory, joint_conditions, joint_table, label_types, plan_conditions, restore_types
 
 
 class SyntheticCellModel:
@@ -171,6 +171,7 @@ class SyntheticCellModel:
         """
         from ..data.backed import BackedCells, backed_celldata
         from ..data.celldata import CellData
+        from ..data.subtypes import split_types
         from ..train.checkpoint import data_fingerprint, read_training_state
 
         # max_minutes bounds the whole fit: the training loops also stop at this deadline, so the time
@@ -184,6 +185,9 @@ class SyntheticCellModel:
             data = backed_celldata(adata, **options, n_genes=n_genes, seed=seed, progress=progress)
         else:
             data = CellData.from_anndata(adata, **options, layer=layer, n_genes=n_genes)
+        subtypes = None
+        if self.params.get("subtypes"):  # conditioned on each type's sub-populations (data.subtypes)
+            data, subtypes = split_types(data, self.params["subtype_min_cells"], seed)
         self.info = {
             "label_key": label_key,
             "condition_keys": [c.key for c in data.conditions[1:]],
@@ -194,6 +198,8 @@ class SyntheticCellModel:
             "preprocessing": data.preprocessing.to_dict(),
             "n_train_cells": data.n_cells,
         }
+        if subtypes is not None:
+            self.info["subtypes"] = subtypes
         sizes = [c.n for c in data.conditions]
         meta = {
             "model": self.name,
@@ -258,7 +264,7 @@ class SyntheticCellModel:
         check_memory(self.info, n, per_type)
         info = self.info
         label_key = info["label_key"]
-        labels = info["categories"][label_key]
+        labels = label_types(info)[0]
         rng = np.random.default_rng(seed)
         gen = torch.Generator().manual_seed(seed)
         codes, label_w, names = plan_conditions(self.info, n, per_type, proportions, mix, rng)

@@ -126,6 +126,11 @@ class NBGAN(CGAN):
               "0.3 counts per cell of moved onto an empirical-Bayes estimate of their training rates"),
         Param("calibrate_pool", 0, "int", "calibration: genes shrunk towards the mean step of this many "
               "bins of similar expression (0: towards zero)", ge=0),
+        Param("subtypes", True, "bool", "split each type's training cells into sub-populations where they "
+              "stand apart (Leiden clusters), condition on them and sample them at their shares (output "
+              "with the type's label)"),
+        Param("subtype_min_cells", 15, "int", "subtypes: the fewest cells of a sub-population (smaller "
+              "clusters join the nearest; a type of fewer than twice as many stays whole)", ge=2),
     )  # fmt: skip
 
     def _z_dim(self, n_genes: int) -> int:  # noqa: ARG002

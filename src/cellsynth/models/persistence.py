@@ -227,6 +227,12 @@ def check_config(cfg: dict) -> tuple[list[int], int]:
             raise _BadField(field, "is missing")
         sizes.append(len(_texts(categories[key], field, fewest=1, most=MAX_CATEGORIES, unique=True)))
     labels = categories[label_key]
+    if "subtypes" in info:  # the label's categories are sub-types of these types (data.subtypes)
+        split = _mapping(info["subtypes"], "data.subtypes")
+        n_types = len(_texts(split.get("types"), "data.subtypes.types", fewest=1, most=sizes[0], unique=True))
+        parent = _integers(split.get("parent"), "data.subtypes.parent", low=0, fewest=sizes[0], most=sizes[0])
+        if parent.max() >= n_types or len(np.unique(parent)) < n_types:
+            raise _BadField("data.subtypes.parent", f"does not map onto the {n_types} types")
     for field in ("integer_keys", "bool_keys"):
         for key in _texts(info.get(field, []), f"data.{field}", most=1 + len(keys), unique=True):
             if key not in (label_key, *keys):

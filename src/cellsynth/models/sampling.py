@@ -68,13 +68,28 @@ def joint_conditions(info: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return joint, joint_counts, np.bincount(joint[:, 0], weights=joint_counts, minlength=n_labels)
 
 
-def plan_conditions(info: dict, n, per_type, proportions, mix, rng: np.random.Generator):
-    """Decide each synthetic cell's condition codes (and soft label weights when mixing)."""
+def label_types(info: dict) -> tuple[list[str], np.ndarray]:
+    """The types a request names and outputs, and the type of each label the model is conditioned on
+    (index into them): the label's own categories, or the types its sub-types split
+    (:mod:`~cellsynth.data.subtypes`)."""
     labels = info["categories"][info["label_key"]]
+    split = info.get("subtypes")
+    if not split:
+        return list(labels), np.arange(len(labels))
+    return list(split["types"]), np.asarray(split["parent"], dtype=np.int64)
+
+
+def plan_conditions(info: dict, n, per_type, proportions, mix, rng: np.random.Generator):
+    """Decide each synthetic cell's condition codes (and soft label weights when mixing), and its type.
+
+    A model conditioned on sub-types gets, for each cell of a type, one of the type's sub-types at their
+    training shares (as it gets the further conditions); a mixed cell takes one sub-type of each mixed type.
+    """
+    labels, type_of = label_types(info)
     joint, joint_counts, label_counts = joint_conditions(info)
 
-    def draw(label_code: int, k: int) -> np.ndarray:
-        rows = np.flatnonzero(joint[:, 0] == label_code)
+    def draw(t: int, k: int) -> np.ndarray:
+        rows = np.flatnonzero(type_of[joint[:, 0]] == t)
         p = joint_counts[rows] / joint_counts[rows].sum()
         return joint[rng.choice(rows, size=k, p=p)]
 
@@ -90,9 +105,15 @@ def plan_conditions(info: dict, n, per_type, proportions, mix, rng: np.random.Ge
         w = w / w.sum()
         if not n:
             raise RequestError("--mix needs --n, the number of mixed cells to generate")
-        label_w = np.zeros((n, len(labels)), dtype=np.float32)
+        label_w = np.zeros((n, len(type_of)), dtype=np.float32)
         for name, wi in zip(mix, w, strict=True):
-            label_w[:, labels.index(name)] = wi
+            subs = np.flatnonzero(type_of == labels.index(name))
+            pick = (
+                subs[0]
+                if len(subs) == 1
+                else rng.choice(subs, size=n, p=label_counts[subs] / label_counts[subs].sum())
+            )
+            label_w[np.arange(n), pick] += wi
         first = labels.index(max(mix, key=lambda k: mix[k]))
         codes = draw(first, n)
         tag = "mix(" + ",".join(f"{k}={wi:.2f}" for k, wi in zip(mix, w, strict=True)) + ")"
@@ -101,7 +122,8 @@ def plan_conditions(info: dict, n, per_type, proportions, mix, rng: np.random.Ge
     want = np.zeros(len(labels), dtype=np.int64)
     if n:
         if proportions == "real":
-            p = label_counts / label_counts.sum()
+            p = np.bincount(type_of, weights=label_counts, minlength=len(labels))
+            p = p / p.sum()
         elif proportions == "uniform":
             p = np.full(len(labels), 1.0 / len(labels))
         else:
@@ -116,7 +138,7 @@ def plan_conditions(info: dict, n, per_type, proportions, mix, rng: np.random.Ge
     codes = np.concatenate(
         [draw(c, int(k)) for c, k in enumerate(want) if k > 0] or [np.zeros((0, joint.shape[1]), np.int64)]
     )
-    names = [labels[c] for c in codes[:, 0]]
+    names = [labels[type_of[c]] for c in codes[:, 0]]
     return codes, None, names
 
 
