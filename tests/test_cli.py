@@ -60,7 +60,17 @@ def model_dir(h5ad_path, tmp_path_factory):
     )
     assert r.exit_code == 0, r.output
     assert "model: nbgan, the default for count data" in r.output
+    assert "sub-populations" not in r.output  # its types are one population each
     return out
+
+
+def test_fit_says_which_types_it_conditions_on_as_several_populations(tmp_path):
+    adata = simulate({"m1": 150, "m2": 90, "plain": 100}, n_genes=150, mean_library=1500, seed=5)
+    adata.obs["cell_type"] = adata.obs["cell_type"].astype(str).replace({"m1": "mixed", "m2": "mixed"})
+    adata.write_h5ad(tmp_path / "coarse.h5ad")
+    r = invoke("fit", tmp_path / "coarse.h5ad", "--epochs", 2, "--out", tmp_path / "m", *SMALL, *AE)
+    assert r.exit_code == 0, r.output
+    assert "sub-populations conditioned on (output under their type's label): mixed (2)" in r.output
 
 
 def test_fit_writes_a_model_directory(model_dir):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import typer
@@ -152,3 +153,7 @@ def report_fit(m, model: str, out: Path, checkpoint_dir: Path, data: Path, secon
         f"{score}) → {out}",
         err=True,
     )
+    if split := m.info.get("subtypes"):  # which types the model sees as several populations
+        found = Counter(split["types"][t] for t in split["parent"])
+        parts = ", ".join(f"{name} ({k})" for name, k in found.items() if k > 1)
+        typer.echo(f"sub-populations conditioned on (output under their type's label): {parts}", err=True)
