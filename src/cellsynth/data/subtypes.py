@@ -70,7 +70,7 @@ def split_types(data: CellData, min_cells: int, seed: int) -> tuple[CellData, di
                 taken.add(sub)
                 names.append(sub)
         parent += [t] * n_groups
-        codes[rows] = base + (groups if len(groups) else 0)
+        codes[rows] = base + groups
     if len(names) == len(label.categories):
         return data, None
     sub_label = Condition(label.key, names, codes, label.integer, label.boolean)
@@ -116,9 +116,9 @@ def _principal_points(data: CellData, fit: np.ndarray, seed: int):
     from sklearn.utils.extmath import randomized_svd
 
     stored = data.rows(fit)  # the most variable genes found without densifying every gene
-    mean = np.asarray(stored.mean(0), dtype=np.float64).ravel()
+    every_mean = np.asarray(stored.mean(0), dtype=np.float64).ravel()
     square = stored.multiply(stored) if sp.issparse(stored) else np.square(stored, dtype=np.float64)
-    variance = np.asarray(square.mean(0), dtype=np.float64).ravel() - mean**2
+    variance = np.asarray(square.mean(0), dtype=np.float64).ravel() - every_mean**2
     genes = np.argsort(-variance, kind="stable")[: min(GENES, len(variance))]
     X = densify(stored[:, genes]).astype(np.float64)
     mean = X.mean(0)
